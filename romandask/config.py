@@ -1,0 +1,507 @@
+"""The run configuration: one YAML file, validated into typed objects.
+
+Every problem is reported as a :class:`~romandask.errors.ConfigError` naming
+the field's YAML path (``survey.exposures[1].filter``) and the fix.  Validation
+reads files (catalog, pointing table) only to check them; it writes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+from .instrument.filters import FILTERS
+from .instrument.matables import NUMBERED_TABLES, FRAME_TIME, MATable, check_read_pattern
+
+#: Science pixels per SCA side.
+N_PIX = 4088
+#: The 18 SCAs of the WFI.
+ALL_SCAS = tuple(range(1, 19))
+#: Products a run can write (later stages add theirs).
+PRODUCTS = ("counts", "truth", "footprint")
+CLUSTER_TYPES = ("local", "threads", "address")
+
+_REQUIRED = object()
+
+
+# --------------------------------------------------------------------------
+# typed config objects
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Exposure:
+    """One pointing of the WFI: boresight, roll, filter, MA table, start time."""
+
+    id: int
+    ra: float  # deg, of the WFI centre
+    dec: float  # deg
+    pa: float  # deg: position angle of the observatory +Y axis, east of north
+    filter: str
+    ma_table: MATable
+    start_time: _dt.datetime  # UTC
+
+    @property
+    def exposure_time(self) -> float:
+        return self.ma_table.exposure_time
+
+
+@dataclass(frozen=True)
+class SurveyConfig:
+    exposures: tuple[Exposure, ...]
+    scas: tuple[int, ...] = ALL_SCAS
+
+
+@dataclass(frozen=True)
+class SyntheticCatalogConfig:
+    galaxy_mag_range: tuple[float, float] = (18.0, 26.0)
+    star_mag_range: tuple[float, float] = (16.0, 24.0)
+    density_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    file: Path | None = None
+    synthetic: SyntheticCatalogConfig | None = None
+
+
+@dataclass(frozen=True)
+class PSFConfig:
+    pupil_bin: int = 8
+    grid: int = 3
+    oversample: int = 4
+
+
+@dataclass(frozen=True)
+class SceneConfig:
+    margin: int = 64  # pixels: source selection margin and largest stamp radius
+    sky: bool = True
+    thermal: bool = True
+    stray_light_fraction: float = 0.1
+    poisson: bool = True
+    psf: PSFConfig = field(default_factory=PSFConfig)
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    window: int = N_PIX  # simulate the central window x window science pixels
+    tile: int = 1024  # spatial chunk size of the cubes
+    dark_current: float = 0.015  # e-/pix/s, galsim.roman.dark_current
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    directory: Path
+    products: tuple[str, ...] = PRODUCTS
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    type: str = "local"
+    n_workers: int = 2
+    threads_per_worker: int = 1
+    memory_limit: str = "auto"
+    address: str | None = None
+    dashboard_address: str = "127.0.0.1:0"
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int
+    survey: SurveyConfig
+    catalog: CatalogConfig
+    scene: SceneConfig
+    detector: DetectorConfig
+    output: OutputConfig
+    cluster: ClusterConfig
+    source: Path | None = None  # the YAML file this came from
+
+
+# --------------------------------------------------------------------------
+# a small reader that knows where it is in the YAML tree
+# --------------------------------------------------------------------------
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a mapping", type(None): "empty"}.get(
+                type(value), type(value).__name__)
+
+
+class _Section:
+    """Reads the keys of one YAML mapping, checking types and unknown keys."""
+
+    def __init__(self, data: Any, path: str, required: bool = False):
+        if data is None and not required:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(path or "config", f"must be a mapping, got {_type_name(data)}",
+                              "write it as `key: value` lines")
+        self.data, self.path, self.seen = data, path, set()
+
+    def sub(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def has(self, key: str) -> bool:
+        return key in self.data and self.data[key] is not None
+
+    def raw(self, key: str, default: Any = None) -> Any:
+        self.seen.add(key)
+        return self.data.get(key, default)
+
+    def get(self, key: str, kind: type, default: Any = _REQUIRED, *, minimum=None,
+            maximum=None, choices=None, hint: str = "") -> Any:
+        self.seen.add(key)
+        where = self.sub(key)
+        if key not in self.data or self.data[key] is None:
+            if default is _REQUIRED:
+                raise ConfigError(where, "is required", hint or f"add `{key}:` to the config")
+            return default
+        value = self.data[key]
+        value = _coerce(value, kind, where)
+        if choices is not None and value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], 1)
+            did = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(where, f"unknown value {value!r}",
+                              f"{did}use one of {', '.join(map(str, choices))}")
+        if minimum is not None and value < minimum:
+            raise ConfigError(where, f"{value!r} is below the minimum {minimum}", hint or None)
+        if maximum is not None and value > maximum:
+            raise ConfigError(where, f"{value!r} is above the maximum {maximum}", hint or None)
+        return value
+
+    def done(self) -> None:
+        unknown = [k for k in self.data if k not in self.seen]
+        if unknown:
+            key = unknown[0]
+            known = sorted(self.seen)
+            close = difflib.get_close_matches(str(key), known, 1)
+            fix = f"did you mean `{close[0]}`?" if close else (
+                f"known keys here: {', '.join(known)}" if known else "remove it")
+            raise ConfigError(self.sub(str(key)), "unknown key", fix)
+
+
+def _coerce(value: Any, kind: type, where: str) -> Any:
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(where, f"must be a number, got {_type_name(value)} {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(where, f"must be finite, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(where, f"must be an integer, got {_type_name(value)} {value!r}")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(where, f"must be true or false, got {value!r}")
+        return value
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(where, f"must be a string, got {_type_name(value)} {value!r}")
+        return value
+    if kind is list:
+        if not isinstance(value, list):
+            raise ConfigError(where, f"must be a list, got {_type_name(value)} {value!r}")
+        return value
+    raise TypeError(kind)
+
+
+def _path(value: str, base: Path) -> Path:
+    p = Path(value).expanduser()
+    return Path(os.path.normpath(p if p.is_absolute() else base.absolute() / p))
+
+
+def _time(value: Any, where: str) -> _dt.datetime:
+    if isinstance(value, _dt.datetime):
+        t = value
+    elif isinstance(value, _dt.date):
+        t = _dt.datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            t = _dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(where, f"cannot read {value!r} as a time",
+                              "use ISO 8601 UTC, e.g. 2027-06-01T00:00:00") from None
+    else:
+        raise ConfigError(where, f"must be an ISO 8601 time, got {_type_name(value)}",
+                          "use e.g. 2027-06-01T00:00:00")
+    if t.tzinfo is not None:
+        t = t.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+    return t
+
+
+# --------------------------------------------------------------------------
+# sections
+# --------------------------------------------------------------------------
+
+def _ma_tables(data: Any, path: str) -> dict[str, MATable]:
+    sec = _Section(data, path)
+    tables = {}
+    for name in list(sec.data):
+        tsec = _Section(sec.raw(name), sec.sub(str(name)), required=True)
+        pattern = tsec.get("read_pattern", list)
+        problem = check_read_pattern(pattern)
+        if problem:
+            raise ConfigError(tsec.sub("read_pattern"), problem,
+                              "write it as e.g. [[1], [2, 3], [4, 5, 6]]")
+        frame = tsec.get("frame_time", float, FRAME_TIME, minimum=1e-3)
+        tsec.done()
+        tables[str(name)] = MATable.from_pattern(pattern, frame, name=str(name))
+    return tables
+
+
+def _ma_table(value: Any, where: str, custom: dict[str, MATable]) -> MATable:
+    if isinstance(value, bool):
+        value = None
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        if int(value) in NUMBERED_TABLES:
+            return MATable.numbered(int(value))
+    if isinstance(value, str) and value in custom:
+        return custom[value]
+    names = ", ".join([*map(str, NUMBERED_TABLES), *custom])
+    raise ConfigError(where, f"unknown MA table {value!r}",
+                      f"use one of {names}, or define it under survey.ma_tables")
+
+
+def _exposure(sec: _Section, default_id: int, custom: dict[str, MATable]) -> Exposure:
+    ra = sec.get("ra", float, minimum=0.0, maximum=360.0,
+                 hint="right ascension of the WFI centre, degrees in [0, 360]")
+    dec = sec.get("dec", float, minimum=-90.0, maximum=90.0,
+                  hint="declination of the WFI centre, degrees in [-90, 90]")
+    pa = sec.get("pa", float, 0.0, minimum=-360.0, maximum=360.0,
+                 hint="position angle of the observatory +Y axis, degrees east of north")
+    flt = sec.get("filter", str, choices=FILTERS)
+    if not sec.has("ma_table"):
+        raise ConfigError(sec.sub("ma_table"), "is required",
+                          f"use a numbered table ({NUMBERED_TABLES[0]}-{NUMBERED_TABLES[-1]}) "
+                          "or one defined under survey.ma_tables")
+    ma = _ma_table(sec.raw("ma_table"), sec.sub("ma_table"), custom)
+    if not sec.has("start_time"):
+        raise ConfigError(sec.sub("start_time"), "is required",
+                          "give the UTC start of the exposure, e.g. 2027-06-01T00:00:00")
+    start = _time(sec.raw("start_time"), sec.sub("start_time"))
+    exp_id = sec.get("id", int, default_id, minimum=0)
+    sec.done()
+    _check_visible(ra, dec, pa, start, sec.path)
+    return Exposure(exp_id, ra % 360.0, dec, pa, flt, ma, start)
+
+
+def _check_visible(ra: float, dec: float, pa: float, start: _dt.datetime, where: str) -> None:
+    """Roman's solar-panel constraint: the Sun must be 54-126 deg from the boresight."""
+    import galsim
+    import galsim.roman
+
+    pos = galsim.CelestialCoord(ra * galsim.degrees, dec * galsim.degrees)
+    if not galsim.roman.allowedPos(pos, start):
+        raise ConfigError(where, f"Roman cannot point at ra={ra:g}, dec={dec:g} on "
+                          f"{start.isoformat()} (Sun angle outside the allowed range)",
+                          "choose a date when the field is visible or another field")
+
+
+def _pointing_table(path: Path, where: str, custom: dict[str, MATable]) -> list[Exposure]:
+    from astropy.table import Table
+
+    if not path.is_file():
+        raise ConfigError(where, f"file not found: {path}", "give the path of an ECSV or "
+                          "Parquet pointing table, relative to the config file")
+    fmt = {".ecsv": "ascii.ecsv", ".parquet": "parquet", ".pq": "parquet"}.get(
+        path.suffix.lower())
+    if fmt is None:
+        raise ConfigError(where, f"unsupported pointing table {path.name}",
+                          "use an .ecsv or .parquet file")
+    try:
+        table = Table.read(path, format=fmt)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is the user's file
+        raise ConfigError(where, f"cannot read {path.name}: {exc}",
+                          "check that it is a valid ECSV or Parquet table") from None
+    needed = ("ra", "dec", "pa", "filter", "ma_table", "start_time")
+    missing = [c for c in needed if c not in table.colnames]
+    if missing:
+        raise ConfigError(where, f"{path.name} lacks column(s) {', '.join(missing)}",
+                          f"a pointing table needs {', '.join(needed)} (and optionally id)")
+    exposures = []
+    for i, row in enumerate(table):
+        rec = {k: _scalar(row[k]) for k in table.colnames}
+        exposures.append(_exposure(_Section(rec, f"{where}[row {i}]"), i, custom))
+    return exposures
+
+
+def _scalar(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, bytes):
+        value = value.decode()
+    if hasattr(value, "isot"):  # astropy Time
+        value = value.isot
+    return value
+
+
+def _survey(data: Any, base: Path) -> SurveyConfig:
+    sec = _Section(data, "survey", required=True)
+    custom = _ma_tables(sec.raw("ma_tables"), "survey.ma_tables")
+    if sec.has("exposures") == sec.has("pointings"):
+        raise ConfigError("survey", "needs exactly one of `exposures` and `pointings`",
+                          "list the exposures, or name a pointing table file")
+    if sec.has("exposures"):
+        items = sec.get("exposures", list)
+        if not items:
+            raise ConfigError("survey.exposures", "is empty", "list at least one exposure")
+        exposures = [_exposure(_Section(item, f"survey.exposures[{i}]", required=True), i,
+                               custom) for i, item in enumerate(items)]
+    else:
+        ptable = _path(sec.get("pointings", str), base)
+        exposures = _pointing_table(ptable, "survey.pointings", custom)
+        if not exposures:
+            raise ConfigError("survey.pointings", f"{ptable.name} has no rows",
+                              "add at least one pointing")
+    ids = [e.id for e in exposures]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise ConfigError("survey", f"exposure id {dup[0]} is used more than once",
+                          "give every exposure a distinct id")
+    scas = sec.get("scas", list, list(ALL_SCAS))
+    for i, s in enumerate(scas):
+        if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= 18:
+            raise ConfigError(f"survey.scas[{i}]", f"{s!r} is not an SCA number",
+                              "SCAs are integers 1 to 18")
+    if not scas or len(set(scas)) != len(scas):
+        raise ConfigError("survey.scas", "must list distinct SCAs", "e.g. [1, 2, 3]")
+    sec.done()
+    exposures.sort(key=lambda e: e.id)
+    return SurveyConfig(tuple(exposures), tuple(sorted(scas)))
+
+
+def _catalog(data: Any, base: Path) -> CatalogConfig:
+    sec = _Section(data, "catalog", required=True)
+    if sec.has("file") == sec.has("synthetic"):
+        raise ConfigError("catalog", "needs exactly one of `file` and `synthetic`",
+                          "name a catalog file, or write `synthetic: {}`")
+    if sec.has("file"):
+        path = _path(sec.get("file", str), base)
+        if not path.is_file():
+            raise ConfigError("catalog.file", f"file not found: {path}",
+                              "give the path of an ECSV or Parquet catalog, relative to "
+                              "the config file")
+        sec.done()
+        return CatalogConfig(file=path)
+    syn = _Section(sec.raw("synthetic") or {}, "catalog.synthetic")
+    ranges = {}
+    for key, default in (("galaxy_mag_range", (18.0, 26.0)), ("star_mag_range", (16.0, 24.0))):
+        value = syn.get(key, list, list(default))
+        if (len(value) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float))
+                                   for v in value) or not value[0] < value[1]):
+            raise ConfigError(syn.sub(key), f"{value!r} is not a magnitude range",
+                              "give [bright, faint] AB magnitudes with bright < faint")
+        ranges[key] = (float(value[0]), float(value[1]))
+    scale = syn.get("density_scale", float, 1.0, minimum=0.0)
+    syn.done()
+    sec.done()
+    return CatalogConfig(synthetic=SyntheticCatalogConfig(**ranges, density_scale=scale))
+
+
+def _scene(data: Any) -> SceneConfig:
+    sec = _Section(data, "scene")
+    psec = _Section(sec.raw("psf"), "scene.psf")
+    psf = PSFConfig(
+        pupil_bin=psec.get("pupil_bin", int, 8, choices=(1, 2, 4, 8, 16, 32, 64)),
+        grid=psec.get("grid", int, 3, minimum=1, maximum=16),
+        oversample=psec.get("oversample", int, 4, minimum=1, maximum=8),
+    )
+    psec.done()
+    scene = SceneConfig(
+        margin=sec.get("margin", int, 64, minimum=8, maximum=512),
+        sky=sec.get("sky", bool, True),
+        thermal=sec.get("thermal", bool, True),
+        stray_light_fraction=sec.get("stray_light_fraction", float, 0.1, minimum=0.0),
+        poisson=sec.get("poisson", bool, True),
+        psf=psf,
+    )
+    sec.done()
+    return scene
+
+
+def _detector(data: Any) -> DetectorConfig:
+    sec = _Section(data, "detector")
+    window = sec.get("window", int, N_PIX, minimum=16, maximum=N_PIX,
+                     hint="the side of the central square to simulate, 16 to 4088 pixels")
+    tile = sec.get("tile", int, min(1024, window), minimum=16, maximum=N_PIX)
+    dark = sec.get("dark_current", float, 0.015, minimum=0.0)
+    sec.done()
+    return DetectorConfig(window=window, tile=min(tile, window), dark_current=dark)
+
+
+def _output(data: Any, base: Path) -> OutputConfig:
+    sec = _Section(data, "output", required=True)
+    directory = _path(sec.get("directory", str), base)
+    products = sec.get("products", list, list(PRODUCTS))
+    for i, p in enumerate(products):
+        if p not in PRODUCTS:
+            raise ConfigError(f"output.products[{i}]", f"unknown product {p!r}",
+                              f"use any of {', '.join(PRODUCTS)}")
+    overwrite = sec.get("overwrite", bool, False)
+    sec.done()
+    return OutputConfig(directory, tuple(p for p in PRODUCTS if p in products), overwrite)
+
+
+def _cluster(data: Any) -> ClusterConfig:
+    sec = _Section(data, "cluster")
+    kind = sec.get("type", str, "local", choices=CLUSTER_TYPES)
+    cfg = ClusterConfig(
+        type=kind,
+        n_workers=sec.get("n_workers", int, 2, minimum=1),
+        threads_per_worker=sec.get("threads_per_worker", int, 1, minimum=1),
+        memory_limit=str(sec.get("memory_limit", str, "auto")),
+        address=sec.get("address", str, None),
+        dashboard_address=sec.get("dashboard_address", str, "127.0.0.1:0"),
+        progress=sec.get("progress", bool, True),
+    )
+    if kind == "address" and not cfg.address:
+        raise ConfigError("cluster.address", "is required when cluster.type is address",
+                          "give the scheduler address, e.g. tcp://10.0.0.5:8786")
+    if cfg.address and not cfg.address.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
+        raise ConfigError("cluster.address", f"{cfg.address!r} is not a scheduler address",
+                          "write it as tcp://HOST:PORT or tls://HOST:PORT")
+    sec.done()
+    return cfg
+
+
+def parse_config(data: Any, base: Path = Path("."), source: Path | None = None) -> Config:
+    """Validate a config mapping (as read from YAML) into a :class:`Config`."""
+    sec = _Section(data, "", required=True)
+    seed = sec.get("seed", int, 0, minimum=0, maximum=2**63 - 1)
+    survey = _survey(sec.raw("survey"), base)
+    catalog = _catalog(sec.raw("catalog"), base)
+    scene = _scene(sec.raw("scene"))
+    detector = _detector(sec.raw("detector"))
+    output = _output(sec.raw("output"), base)
+    cluster = _cluster(sec.raw("cluster"))
+    sec.done()
+    return Config(seed, survey, catalog, scene, detector, output, cluster, source)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config; relative paths are relative to its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), "config file not found", "check the path")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(str(path), f"not valid YAML{at}: {problem}",
+                          "fix the YAML syntax") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), f"cannot read the file: {exc}", None) from None
+    return parse_config(data, path.parent, path.resolve())

@@ -1,0 +1,45 @@
+"""User-facing errors.
+
+Every error a user can cause (a bad config, a malformed catalog, an unwritable
+output) is raised as a :class:`UserError`.  The CLI prints its message on one
+line and exits with status 2; no traceback is shown.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """An error caused by the user's input: ``where: problem; fix``."""
+
+    exit_code = 2
+    kind = "error"
+
+    def __init__(self, where: str, problem: str, fix: str | None = None):
+        self.where = where
+        self.problem = problem
+        self.fix = fix
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        msg = f"{self.kind}: {self.where}: {self.problem}"
+        if self.fix:
+            msg += f"; {self.fix}"
+        return " ".join(msg.split())
+
+
+class ConfigError(UserError):
+    """A problem with the YAML config; ``where`` is the field's YAML path."""
+
+    kind = "config error"
+
+
+class InputError(UserError):
+    """A problem with an input file (catalog, pointing table, reference file)."""
+
+    kind = "input error"
+
+
+class OutputError(UserError):
+    """A problem with where the outputs go (exists, not writable)."""
+
+    kind = "output error"
