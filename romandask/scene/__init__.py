@@ -1,0 +1,1 @@
+"""Scenes: catalogs, PSFs, rendering."""
