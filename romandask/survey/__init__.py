@@ -1,0 +1,1 @@
+"""Survey geometry: footprints and per-SCA WCS."""
