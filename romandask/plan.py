@@ -1,0 +1,140 @@
+"""``romandask plan``: what a run would do, and what it would cost.
+
+Prints the exposures x SCAs table (centre, sources rendered, tiles), the
+number of Dask tasks, the bytes of each product, and an estimate of the
+core-hours.  The cost model is measured on this machine at plan time, on a
+real task of the survey:
+
+* the PSF build of one (SCA, filter) (once per worker and SCA/filter);
+* the per-pixel cost of backgrounds + Poisson noise on one tile;
+* the per-source cost of drawing that tile's sources.
+
+estimate = n_psf_builds x t_psf + pixels x t_pixel + renderings x t_source.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import galsim
+import numpy as np
+
+from .pipeline import Survey, tile_tasks
+from .scene.psf import psf_model
+from .scene.render import render_counts
+
+#: A measured tile is at most this many pixels on a side.
+_MEASURE_SIDE = 256
+#: At most this many sources are drawn to time the per-source cost.
+_MEASURE_SOURCES = 40
+
+
+@dataclass
+class Cost:
+    psf_build: float  # s per (SCA, filter) model
+    per_pixel: float  # s per pixel
+    per_source: float  # s per rendered source
+    sources_timed: int
+
+
+def measure_cost(survey: Survey) -> Cost:
+    """Time the pieces of a counts task on a representative tile of this survey."""
+    tasks = list(tile_tasks(survey).values())
+    busiest = max(tasks, key=lambda t: len(t.sources["x"]))
+    xmin, xmax, ymin, ymax = busiest.bounds
+    xmax, ymax = min(xmax, xmin + _MEASURE_SIDE - 1), min(ymax, ymin + _MEASURE_SIDE - 1)
+    bounds = galsim.BoundsI(xmin, xmax, ymin, ymax)
+    npix = bounds.area()
+    rng = np.random.default_rng(0)
+
+    t0 = time.perf_counter()
+    psf = psf_model(busiest.psf)
+    t_psf = time.perf_counter() - t0
+
+    empty = {k: v[:0] for k, v in busiest.sources.items()}
+    t0 = time.perf_counter()
+    render_counts(bounds, busiest.wcs, empty, psf, busiest.exptime, busiest.backgrounds, rng,
+                  busiest.margin)
+    t_pix = (time.perf_counter() - t0) / npix
+
+    some = {k: v[:_MEASURE_SOURCES] for k, v in busiest.sources.items()}
+    n = len(some["x"])
+    t_src = 0.0
+    if n:
+        # draw them where they are, on a tile around them, minus the pixel cost
+        t0 = time.perf_counter()
+        render_counts(galsim.BoundsI(*busiest.bounds), busiest.wcs, some, psf, busiest.exptime,
+                      busiest.backgrounds, rng, busiest.margin)
+        total = time.perf_counter() - t0
+        t_src = max(total - t_pix * galsim.BoundsI(*busiest.bounds).area(), 0.0) / n
+    return Cost(t_psf, t_pix, t_src, n)
+
+
+def product_bytes(survey: Survey, n_truth: int) -> dict[str, int]:
+    """Uncompressed bytes of each product of the run."""
+    cfg = survey.config
+    n_img = len(survey.exposures) * len(survey.scas)
+    out = {}
+    if "counts" in cfg.output.products:
+        out["counts (float32)"] = n_img * cfg.detector.window ** 2 * 4
+    if "truth" in cfg.output.products:
+        out["truth table"] = n_truth * (8 * 8 + 3 * 8)
+    return out
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return str(n)
+
+
+def plan(survey: Survey, measure: bool = True, show_rows: int = 200) -> str:
+    """The plan as text."""
+    cfg = survey.config
+    tasks = tile_tasks(survey)
+    tiles_per_view = len(tasks) // max(len(survey.views), 1)
+    lines = []
+    header = (f"{'exp':>5} {'sca':>3} {'filter':>6} {'MA':>4} {'t_exp[s]':>8} "
+              f"{'ra_center':>11} {'dec_center':>11} {'sources':>8} {'tiles':>5}")
+    lines += [header, "-" * len(header)]
+    rows = list(zip(survey.views, survey.sources))
+    for k, (view, src) in enumerate(rows):
+        if k == show_rows:
+            lines.append(f"... {len(rows) - show_rows} more (exposure, SCA) rows")
+            break
+        ra, dec = view.center()
+        e = view.exposure
+        lines.append(f"{e.id:>5} {view.sca:>3} {e.filter:>6} {e.ma_table.label:>4} "
+                     f"{e.exposure_time:>8.2f} {ra:>11.6f} {dec:>11.6f} {len(src['id']):>8} "
+                     f"{tiles_per_view:>5}")
+    n_render = sum(len(s["id"]) for s in survey.sources)
+    lines.append("")
+    lines.append(f"images: {len(survey.views)} ({len(survey.exposures)} exposures x "
+                 f"{len(survey.scas)} SCAs), {cfg.detector.window} x {cfg.detector.window} "
+                 f"pixels, tiles of {cfg.detector.tile}")
+    lines.append(f"catalog: {len(survey.catalog)} sources; {n_render} renderings")
+    n_store = len(survey.views) * tiles_per_view if "counts" in cfg.output.products else 0
+    lines.append(f"dask tasks: {len(tasks)} render + {n_store} store writes = "
+                 f"{len(tasks) + n_store}")
+    sizes = product_bytes(survey, n_render)
+    for name, nbytes in sizes.items():
+        lines.append(f"  {name}: {_human(nbytes)}")
+    lines.append(f"  total (uncompressed): {_human(sum(sizes.values()))}")
+    if measure and tasks:
+        cost = measure_cost(survey)
+        pixels = len(survey.views) * cfg.detector.window ** 2
+        psf_models = len({(t.psf.sca, t.psf.filter) for t in tasks.values()})
+        workers = cfg.cluster.n_workers
+        builds = psf_models * min(workers, len(survey.exposures))
+        core_s = builds * cost.psf_build + pixels * cost.per_pixel + n_render * cost.per_source
+        lines.append(f"measured here: PSF model {cost.psf_build:.2f} s per (SCA, filter); "
+                     f"{cost.per_pixel * 1e6:.3f} ms per 1000 pixels; "
+                     f"{cost.per_source * 1e3:.1f} ms per source "
+                     f"({cost.sources_timed} timed)")
+        lines.append(f"estimate: {core_s / 3600:.3f} core-hours ({core_s:.0f} core-s; "
+                     f"up to {builds} PSF builds), about {core_s / workers / 60:.1f} min on "
+                     f"{workers} workers")
+    return "\n".join(lines)

@@ -1,0 +1,103 @@
+"""The run's zarr (v3) store: labelled cubes readable with ``xarray.open_zarr``.
+
+Layout of ``<output.directory>/romandask.zarr``::
+
+    /                 counts (exposure, sca, y, x) float32, electrons
+                      coordinates: exposure (ids), sca (1-18), y, x (0-based
+                      window pixels), and the exposure table along
+                      ``exposure`` (ra, dec, pa, filter, ma_table,
+                      start_time, exposure_time) plus the centre of each
+                      (exposure, sca) window (ra_center, dec_center)
+    /truth            one row per (exposure, SCA, source): exposure, sca, id,
+                      ra, dec, x, y (0-based window pixels), flux (electrons
+                      over the exposure), type ('PSF' or 'SER')
+
+The store is written under a temporary name and renamed when complete, so a
+store with the final name is always whole.  Strings are stored as zarr v3
+variable-length strings.  Metadata are consolidated at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+import zarr
+
+STORE_NAME = "romandask.zarr"
+
+
+def partial_path(path: Path) -> Path:
+    return path.with_name(path.name + ".partial")
+
+
+def exposure_coords(views, exposures, scas) -> dict:
+    """Coordinates of the exposure table and of each (exposure, SCA) window."""
+    centres = np.array([v.center() for v in views]).reshape(len(exposures), len(scas), 2)
+    return {
+        "exposure": ("exposure", np.array([e.id for e in exposures], np.int64)),
+        "sca": ("sca", np.array(scas, np.int64)),
+        "ra": ("exposure", np.array([e.ra for e in exposures])),
+        "dec": ("exposure", np.array([e.dec for e in exposures])),
+        "pa": ("exposure", np.array([e.pa for e in exposures])),
+        "filter": ("exposure", np.array([e.filter for e in exposures], dtype=object)),
+        "ma_table": ("exposure", np.array([e.ma_table.label for e in exposures], dtype=object)),
+        "start_time": ("exposure", np.array([e.start_time.isoformat() for e in exposures],
+                                            dtype=object)),
+        "exposure_time": ("exposure", np.array([e.exposure_time for e in exposures])),
+        "ra_center": (("exposure", "sca"), centres[..., 0]),
+        "dec_center": (("exposure", "sca"), centres[..., 1]),
+    }
+
+
+def counts_dataset(counts, coords: dict, attrs: dict) -> xr.Dataset:
+    ny, nx = counts.shape[-2:]
+    ds = xr.Dataset(
+        {"counts": (("exposure", "sca", "y", "x"), counts,
+                    {"units": "electron", "long_name": "ideal counts over the exposure"})},
+        coords={**coords, "y": ("y", np.arange(ny, dtype=np.int32)),
+                "x": ("x", np.arange(nx, dtype=np.int32))},
+        attrs=attrs,
+    )
+    return ds
+
+
+def truth_dataset(truth: dict[str, np.ndarray]) -> xr.Dataset:
+    units = {"ra": "deg", "dec": "deg", "x": "pixel", "y": "pixel", "flux": "electron"}
+    data = {}
+    for name, values in truth.items():
+        if values.dtype.kind == "U":
+            values = values.astype(object)
+        data[name] = ("source", values, {"units": units[name]} if name in units else {})
+    return xr.Dataset(data, attrs={"pixel_convention":
+                                   "x, y: 0-based pixel centres of the simulated window"})
+
+
+def write_group(ds: xr.Dataset, path: Path, group: str | None = None, compute: bool = True):
+    """Write one group of a new store (zarr v3, metadata consolidated later)."""
+    return ds.to_zarr(path, group=group, mode="w-", zarr_format=3, consolidated=False,
+                      compute=compute)
+
+
+def finalise(partial: Path, final: Path) -> None:
+    """Consolidate the metadata and move the complete store to its final name."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not")
+        zarr.consolidate_metadata(str(partial))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(partial, final)
+
+
+def open_counts(path: str | Path) -> xr.Dataset:
+    """Open a run's counts cube lazily."""
+    return xr.open_zarr(Path(path), consolidated=True)
+
+
+def open_truth(path: str | Path) -> xr.Dataset:
+    """Open a run's truth table."""
+    return xr.open_zarr(Path(path), group="truth", consolidated=True)
