@@ -11,6 +11,7 @@ import datetime as _dt
 import difflib
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,13 +140,18 @@ def _type_name(value: Any) -> str:
 class _Section:
     """Reads the keys of one YAML mapping, checking types and unknown keys."""
 
-    def __init__(self, data: Any, path: str, required: bool = False):
+    def __init__(self, data: Any, path: str, required: bool = False,
+                 keys: tuple[str, ...] | None = None):
         if data is None and not required:
             data = {}
         if not isinstance(data, dict):
             raise ConfigError(path or "config", f"must be a mapping, got {_type_name(data)}",
                               "write it as `key: value` lines")
         self.data, self.path, self.seen = data, path, set()
+        if keys is not None:
+            # Unknown keys first: a misspelled required key is reported as the typo,
+            # not as the key being missing.
+            self._check_unknown(keys)
 
     def sub(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
@@ -179,10 +185,13 @@ class _Section:
         return value
 
     def done(self) -> None:
-        unknown = [k for k in self.data if k not in self.seen]
+        self._check_unknown(self.seen)
+
+    def _check_unknown(self, known_keys) -> None:
+        unknown = [k for k in self.data if k not in known_keys]
         if unknown:
             key = unknown[0]
-            known = sorted(self.seen)
+            known = sorted(known_keys)
             close = difflib.get_close_matches(str(key), known, 1)
             fix = f"did you mean `{close[0]}`?" if close else (
                 f"known keys here: {', '.join(known)}" if known else "remove it")
@@ -248,7 +257,8 @@ def _ma_tables(data: Any, path: str) -> dict[str, MATable]:
     sec = _Section(data, path)
     tables = {}
     for name in list(sec.data):
-        tsec = _Section(sec.raw(name), sec.sub(str(name)), required=True)
+        tsec = _Section(sec.raw(name), sec.sub(str(name)), required=True,
+                        keys=("read_pattern", "frame_time"))
         pattern = tsec.get("read_pattern", list)
         problem = check_read_pattern(pattern)
         if problem:
@@ -261,9 +271,8 @@ def _ma_tables(data: Any, path: str) -> dict[str, MATable]:
 
 
 def _ma_table(value: Any, where: str, custom: dict[str, MATable]) -> MATable:
-    if isinstance(value, bool):
-        value = None
-    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+    number = isinstance(value, int) and not isinstance(value, bool)  # True is not table 1
+    if number or (isinstance(value, str) and value.isdigit()):
         if int(value) in NUMBERED_TABLES:
             return MATable.numbered(int(value))
     if isinstance(value, str) and value in custom:
@@ -271,6 +280,9 @@ def _ma_table(value: Any, where: str, custom: dict[str, MATable]) -> MATable:
     names = ", ".join([*map(str, NUMBERED_TABLES), *custom])
     raise ConfigError(where, f"unknown MA table {value!r}",
                       f"use one of {names}, or define it under survey.ma_tables")
+
+
+EXPOSURE_KEYS = ("ra", "dec", "pa", "filter", "ma_table", "start_time", "id")
 
 
 def _exposure(sec: _Section, default_id: int, custom: dict[str, MATable]) -> Exposure:
@@ -332,7 +344,8 @@ def _pointing_table(path: Path, where: str, custom: dict[str, MATable]) -> list[
     exposures = []
     for i, row in enumerate(table):
         rec = {k: _scalar(row[k]) for k in table.colnames}
-        exposures.append(_exposure(_Section(rec, f"{where}[row {i}]"), i, custom))
+        exposures.append(_exposure(_Section(rec, f"{where}[row {i}]", keys=EXPOSURE_KEYS),
+                                   i, custom))
     return exposures
 
 
@@ -347,7 +360,8 @@ def _scalar(value: Any) -> Any:
 
 
 def _survey(data: Any, base: Path) -> SurveyConfig:
-    sec = _Section(data, "survey", required=True)
+    sec = _Section(data, "survey", required=True,
+                   keys=("ma_tables", "exposures", "pointings", "scas"))
     custom = _ma_tables(sec.raw("ma_tables"), "survey.ma_tables")
     if sec.has("exposures") == sec.has("pointings"):
         raise ConfigError("survey", "needs exactly one of `exposures` and `pointings`",
@@ -356,19 +370,23 @@ def _survey(data: Any, base: Path) -> SurveyConfig:
         items = sec.get("exposures", list)
         if not items:
             raise ConfigError("survey.exposures", "is empty", "list at least one exposure")
-        exposures = [_exposure(_Section(item, f"survey.exposures[{i}]", required=True), i,
-                               custom) for i, item in enumerate(items)]
+        paths = [f"survey.exposures[{i}]" for i in range(len(items))]
+        exposures = [_exposure(_Section(item, paths[i], required=True, keys=EXPOSURE_KEYS),
+                               i, custom) for i, item in enumerate(items)]
     else:
         ptable = _path(sec.get("pointings", str), base)
         exposures = _pointing_table(ptable, "survey.pointings", custom)
+        paths = [f"survey.pointings[row {i}]" for i in range(len(exposures))]
         if not exposures:
             raise ConfigError("survey.pointings", f"{ptable.name} has no rows",
                               "add at least one pointing")
-    ids = [e.id for e in exposures]
-    dup = sorted({i for i in ids if ids.count(i) > 1})
-    if dup:
-        raise ConfigError("survey", f"exposure id {dup[0]} is used more than once",
-                          "give every exposure a distinct id")
+    first: dict[int, int] = {}
+    for i, e in enumerate(exposures):
+        if e.id in first:
+            raise ConfigError(f"{paths[i]}.id", f"exposure id {e.id} is used more than once "
+                              f"(also by {paths[first[e.id]]})",
+                              "give every exposure a distinct id")
+        first[e.id] = i
     scas = sec.get("scas", list, list(ALL_SCAS))
     for i, s in enumerate(scas):
         if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= 18:
@@ -382,7 +400,7 @@ def _survey(data: Any, base: Path) -> SurveyConfig:
 
 
 def _catalog(data: Any, base: Path) -> CatalogConfig:
-    sec = _Section(data, "catalog", required=True)
+    sec = _Section(data, "catalog", required=True, keys=("file", "synthetic"))
     if sec.has("file") == sec.has("synthetic"):
         raise ConfigError("catalog", "needs exactly one of `file` and `synthetic`",
                           "name a catalog file, or write `synthetic: {}`")
@@ -392,6 +410,9 @@ def _catalog(data: Any, base: Path) -> CatalogConfig:
             raise ConfigError("catalog.file", f"file not found: {path}",
                               "give the path of an ECSV or Parquet catalog, relative to "
                               "the config file")
+        if path.suffix.lower() not in (".ecsv", ".parquet", ".pq"):
+            raise ConfigError("catalog.file", f"unsupported catalog {path.name}",
+                              "use an .ecsv, .parquet or .pq file")
         sec.done()
         return CatalogConfig(file=path)
     syn = _Section(sec.raw("synthetic") or {}, "catalog.synthetic")
@@ -441,7 +462,7 @@ def _detector(data: Any) -> DetectorConfig:
 
 
 def _output(data: Any, base: Path) -> OutputConfig:
-    sec = _Section(data, "output", required=True)
+    sec = _Section(data, "output", required=True, keys=("directory", "products", "overwrite"))
     directory = _path(sec.get("directory", str), base)
     products = sec.get("products", list, list(PRODUCTS))
     for i, p in enumerate(products):
@@ -477,7 +498,8 @@ def _cluster(data: Any) -> ClusterConfig:
 
 def parse_config(data: Any, base: Path = Path("."), source: Path | None = None) -> Config:
     """Validate a config mapping (as read from YAML) into a :class:`Config`."""
-    sec = _Section(data, "", required=True)
+    sec = _Section(data, "", required=True, keys=(
+        "seed", "survey", "catalog", "scene", "detector", "output", "cluster"))
     seed = sec.get("seed", int, 0, minimum=0, maximum=2**63 - 1)
     survey = _survey(sec.raw("survey"), base)
     catalog = _catalog(sec.raw("catalog"), base)
@@ -489,13 +511,31 @@ def parse_config(data: Any, base: Path = Path("."), source: Path | None = None) 
     return Config(seed, survey, catalog, scene, detector, output, cluster, source)
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-3`` as a number (YAML 1.2, not 1.1) and leaves an
+    impossible date such as ``2027-13-01`` a string, for the field to report."""
+
+    def construct_yaml_timestamp(self, node):
+        try:
+            return super().construct_yaml_timestamp(node)
+        except (ValueError, AttributeError):
+            return self.construct_scalar(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
 def load_config(path: str | Path) -> Config:
     """Read and validate a YAML config; relative paths are relative to its folder."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(str(path), "config file not found", "check the path")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -504,4 +544,8 @@ def load_config(path: str | Path) -> Config:
                           "fix the YAML syntax") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), f"cannot read the file: {exc}", None) from None
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+        # a constructor failing on an explicitly tagged value, e.g. `!!int abc`
+        raise ConfigError(str(path), f"not valid YAML: {exc}",
+                          "fix or remove the explicit `!!` tag") from None
     return parse_config(data, path.parent, path.resolve())

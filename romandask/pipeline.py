@@ -220,10 +220,11 @@ def check_outputs(config: Config) -> None:
                           "choose another directory, or set output.overwrite: true "
                           "(or pass --overwrite)")
     directory = config.output.directory
-    parent = directory if directory.exists() else next(
-        (p for p in directory.parents if p.exists()), Path("/"))
-    if not os.access(parent, os.W_OK | os.X_OK) or (directory.exists() and
-                                                    not directory.is_dir()):
+    if directory.exists() and not directory.is_dir():
+        raise OutputError(f"output.directory {directory}", "exists and is not a directory",
+                          "choose a directory path")
+    parent = next((p for p in (directory, *directory.parents) if p.exists()), Path("/"))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"output.directory {directory}", "is not a writable directory",
                           "choose a directory you can write to")
 

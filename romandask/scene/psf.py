@@ -109,10 +109,13 @@ def _centred_unit_flux(img: galsim.Image) -> galsim.InterpolatedImage:
     offsets = (np.arange(n) - (n - 1) / 2.0) * img.scale
     cx, cy = float((a.sum(axis=0) * offsets).sum()), float((a.sum(axis=1) * offsets).sum())
     unit = galsim.ImageD(a, scale=img.scale)
-    return galsim.InterpolatedImage(unit, x_interpolant="lanczos5").shift(-cx, -cy)
+    return galsim.InterpolatedImage(unit, x_interpolant="lanczos5", pad_factor=1.5).shift(-cx, -cy)
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=8)
 def psf_model(key: PSFKey) -> PSFModel:
-    """The PSF model for ``key``, built once per process and reused."""
+    """The PSF model for ``key``, built once per process and reused.
+
+    A full-SCA model (3 x 3 grid, radius 64) holds ~110 MB; eight are kept.
+    """
     return PSFModel(key)

@@ -1,0 +1,150 @@
+"""The counts stage end to end: store layout, determinism, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import galsim
+import numpy as np
+import xarray as xr
+import yaml
+from astropy.table import Table
+
+from romandask import cli, store
+from romandask.config import ClusterConfig, load_config
+from romandask.instrument.filters import electrons_per_maggie
+from romandask.pipeline import run
+from romandask.scene.catalog import write_catalog
+from romandask.survey.footprint import footprint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _digest(directory: Path) -> dict[str, str]:
+    """sha256 of every file under ``directory``, by relative path."""
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def _with(config, directory: Path, cluster: ClusterConfig):
+    return dataclasses.replace(
+        config, output=dataclasses.replace(config.output, directory=directory),
+        cluster=cluster)
+
+
+def test_same_bytes_with_one_and_two_workers(make_config, tmp_path):
+    config, _ = make_config()
+    one = _with(config, tmp_path / "one",
+                ClusterConfig(type="local", n_workers=1, progress=False))
+    two = _with(config, tmp_path / "two",
+                ClusterConfig(type="local", n_workers=2, progress=False))
+    threads = _with(config, tmp_path / "threads",
+                    ClusterConfig(type="threads", n_workers=2, progress=False))
+    for cfg in (one, two, threads):
+        run(cfg, say=lambda s: None)
+    d1, d2, d3 = (_digest(c.output.directory / store.STORE_NAME) for c in (one, two, threads))
+    assert len(d1) > 10
+    assert d1 == d2 == d3
+    # the footprint PNG does not depend on the run either
+    pngs = {hashlib.sha256((c.output.directory / "footprint.png").read_bytes()).hexdigest()
+            for c in (one, two, threads)}
+    assert len(pngs) == 1
+
+
+def test_store_layout_and_truth(make_config, tmp_path):
+    """Stars planted at known pixels come back in the truth table and in the counts."""
+    config, _ = make_config({"detector": {"window": 128, "tile": 64}})
+    planted = [(40.3, 50.6), (90.5, 20.2)]  # 0-based window pixels
+    rows = []
+    for view in footprint(config):
+        for x, y in planted:
+            sky = view.wcs.toWorld(galsim.PositionD(*view.to_galsim(x, y)))
+            rows.append((sky.ra.deg, sky.dec.deg))
+    ra, dec = np.array(rows).T
+    mag = 19.0
+    cat = Table({"ra": ra, "dec": dec, "type": ["PSF"] * len(ra), "n": -np.ones(len(ra)),
+                 "half_light_radius": np.zeros(len(ra)), "pa": np.zeros(len(ra)),
+                 "ba": np.ones(len(ra)), "F158": np.full(len(ra), 10 ** (-0.4 * mag))})
+    write_catalog(cat, tmp_path / "stars.ecsv")
+    config, _ = make_config({"detector": {"window": 128, "tile": 64},
+                             "catalog": {"synthetic": None, "file": "stars.ecsv"}})
+    run(config, say=lambda s: None)
+
+    path = config.output.directory / store.STORE_NAME
+    ds = xr.open_zarr(path)
+    assert ds.counts.dims == ("exposure", "sca", "y", "x")
+    assert ds.counts.shape == (2, 2, 128, 128)
+    assert ds.counts.data.chunksize == (1, 1, 64, 64)
+    assert list(ds.sca.values) == [1, 2]
+    assert list(ds.filter.values) == ["F158", "F158"]
+    assert np.allclose(ds.exposure_time.values, 44 * 3.16247)
+    counts = ds.counts.values
+    assert np.all(counts >= 0) and np.all(counts == np.round(counts))  # Poisson electrons
+
+    t = xr.open_zarr(path, group="truth").compute()
+    assert set(t.type.values) == {"PSF"}
+    flux = 10 ** (-0.4 * mag) * electrons_per_maggie("F158") * 44 * 3.16247
+    for e, expo in enumerate(ds.exposure.values):
+        for s, sca in enumerate(ds.sca.values):
+            mine = (t.exposure.values == expo) & (t.sca.values == sca)
+            # each image sees the two stars planted for it (others land elsewhere)
+            xy = sorted(zip(t.x.values[mine].round(6), t.y.values[mine].round(6)))
+            for x, y in planted:
+                assert (round(x, 6), round(y, 6)) in xy
+            np.testing.assert_allclose(t.flux.values[mine], flux, rtol=1e-9)
+            img = counts[e, s]
+            sky = np.median(img)
+            for x, y in planted:
+                xi, yi = int(round(x)), int(round(y))
+                box = img[yi - 16:yi + 17, xi - 16:xi + 17]
+                noise = np.sqrt(box.sum())
+                # 97.5%+ of a star's light falls within 16 px (1.8")
+                assert 0.95 * flux - 3 * noise < (box - sky).sum() < flux + 3 * noise
+
+
+def test_existing_run_is_not_overwritten(make_config):
+    config, path = make_config()
+    run(config, say=lambda s: None)
+    before = _digest(config.output.directory)
+    assert cli.main(["run", str(path)]) == 2
+    assert _digest(config.output.directory) == before
+    assert cli.main(["run", str(path), "--overwrite", "--no-progress"]) == 0
+    assert _digest(config.output.directory) == before  # same config, same bytes
+
+
+def _quickstart_copy(tmp_path: Path) -> Path:
+    data = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
+    data["output"]["directory"] = str(tmp_path / "quickstart")
+    path = tmp_path / "quickstart.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_quickstart_plan_prints_its_table(tmp_path, capsys):
+    path = _quickstart_copy(tmp_path)
+    assert cli.main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    config = load_config(path)
+    rows = [ln for ln in out.splitlines() if ln.split()[:1] and ln.split()[0].isdigit()
+            and len(ln.split()) == 9]
+    assert len(rows) == len(config.survey.exposures) * 18
+    assert "dask tasks: 36 render + 36 store writes = 72" in out
+    assert "counts (float32): 36.0 MiB" in out
+    assert "core-hours" in out
+    assert not (tmp_path / "quickstart").exists()  # plan writes nothing
+
+
+def test_quickstart_run_writes_cube_and_footprint(tmp_path):
+    path = _quickstart_copy(tmp_path)
+    assert cli.main(["run", str(path), "--no-progress"]) == 0
+    out = tmp_path / "quickstart"
+    png = (out / "footprint.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    ds = xr.open_zarr(out / store.STORE_NAME)
+    assert ds.counts.shape == (2, 18, 512, 512)
+    assert not list(out.glob("*.partial"))
+    # every SCA saw sky: the median pixel is the sky + thermal + dark level (~75-110 e-)
+    med = ds.counts.median(dim=("y", "x")).values
+    assert np.all((med > 50) & (med < 200))
