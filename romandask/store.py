@@ -6,8 +6,9 @@ Layout of ``<output.directory>/romandask.zarr``::
                       coordinates: exposure (ids), sca (1-18), y, x (0-based
                       window pixels), and the exposure table along
                       ``exposure`` (ra, dec, pa, filter, ma_table,
-                      start_time, exposure_time) plus the centre of each
-                      (exposure, sca) window (ra_center, dec_center)
+                      start_time, exposure_time) plus the centre and the
+                      four outer corners of each (exposure, sca) window
+                      (ra_center, dec_center, ra_corners, dec_corners)
     /truth            one row per (exposure, SCA, source): exposure, sca, id,
                       ra, dec, x, y (0-based window pixels), flux (electrons
                       over the exposure), type ('PSF' or 'SER')
@@ -37,7 +38,9 @@ def partial_path(path: Path) -> Path:
 
 def exposure_coords(views, exposures, scas) -> dict:
     """Coordinates of the exposure table and of each (exposure, SCA) window."""
-    centres = np.array([v.center() for v in views]).reshape(len(exposures), len(scas), 2)
+    shape = (len(exposures), len(scas))
+    centres = np.array([v.center() for v in views]).reshape(*shape, 2)
+    corners = np.array([v.corners() for v in views]).reshape(*shape, 2, 4)
     return {
         "exposure": ("exposure", np.array([e.id for e in exposures], np.int64)),
         "sca": ("sca", np.array(scas, np.int64)),
@@ -51,6 +54,8 @@ def exposure_coords(views, exposures, scas) -> dict:
         "exposure_time": ("exposure", np.array([e.exposure_time for e in exposures])),
         "ra_center": (("exposure", "sca"), centres[..., 0]),
         "dec_center": (("exposure", "sca"), centres[..., 1]),
+        "ra_corners": (("exposure", "sca", "corner"), corners[:, :, 0, :] % 360.0),
+        "dec_corners": (("exposure", "sca", "corner"), corners[:, :, 1, :]),
     }
 
 

@@ -17,7 +17,7 @@ from romandask.config import ClusterConfig, load_config
 from romandask.instrument.filters import electrons_per_maggie
 from romandask.pipeline import run
 from romandask.scene.catalog import write_catalog
-from romandask.survey.footprint import footprint
+from romandask.survey.footprint import angular_distance, footprint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,6 +82,13 @@ def test_store_layout_and_truth(make_config, tmp_path):
     assert np.allclose(ds.exposure_time.values, 44 * 3.16247)
     counts = ds.counts.values
     assert np.all(counts >= 0) and np.all(counts == np.round(counts))  # Poisson electrons
+    # the sky polygon: corners about 128 x 0.11" from each other, centre inside
+    for view, (e, s) in zip(footprint(config), np.ndindex(2, 2)):
+        ra_c, dec_c = ds.ra_corners.values[e, s], ds.dec_corners.values[e, s]
+        np.testing.assert_allclose(ra_c, view.corners()[0] % 360, atol=1e-9)
+        side = angular_distance(ra_c[0], dec_c[0], ra_c[1], dec_c[1]) * 3600
+        assert 128 * 0.10 < side < 128 * 0.12
+        assert ra_c.min() < ds.ra_center.values[e, s] < ra_c.max()
 
     t = xr.open_zarr(path, group="truth").compute()
     assert set(t.type.values) == {"PSF"}
