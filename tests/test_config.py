@@ -15,6 +15,7 @@ import pytest
 import yaml
 from astropy.table import Table
 
+from conftest import BASE as SMALL_CONFIG, merge
 from romandask import cli
 from romandask.config import N_PIX, load_config
 from romandask.errors import ConfigError
@@ -23,23 +24,9 @@ from romandask.instrument.matables import FRAME_TIME
 #: Where the Sun is on 2027-06-01 (astropy get_sun): Roman cannot point there.
 SUN_RA, SUN_DEC = 68.28, 21.94
 
-BASE = {
-    "seed": 2027,
-    "survey": {
-        "exposures": [
-            {"ra": 9.70, "dec": -44.00, "pa": 0.0, "filter": "F158", "ma_table": 4,
-             "start_time": "2027-06-01T00:00:00"},
-            {"ra": 9.7046, "dec": -43.9966, "pa": 0.0, "filter": "F158", "ma_table": 4,
-             "start_time": "2027-06-01T00:03:00"},
-        ],
-    },
-    "catalog": {"synthetic": {"galaxy_mag_range": [18.0, 26.0],
-                              "star_mag_range": [16.0, 24.0]}},
-    "scene": {"margin": 64},
-    "detector": {"window": 64, "tile": 64},
-    "output": {"directory": "out"},
-    "cluster": {"type": "threads", "n_workers": 1},
-}
+#: The small valid config shared by the tests (conftest.py), tiled in one tile here.
+BASE = merge(SMALL_CONFIG, {"seed": 2027, "scene": {"margin": 64},
+                            "detector": {"window": 64, "tile": 64}})
 
 
 def base_config() -> dict:
@@ -514,7 +501,7 @@ def test_valid_config_loads_typed_objects(tmp_path):
     assert ma.number == 4
     assert ma.nresultants == 9
     assert exps[0].exposure_time == pytest.approx(44 * 3.16247)
-    assert config.survey.scas == tuple(range(1, 19))
+    assert config.survey.scas == (1, 2)
     assert config.detector.window == 64 and config.detector.tile == 64
     assert config.catalog.file is None
     assert config.catalog.synthetic.star_mag_range == (16.0, 24.0)
@@ -632,9 +619,11 @@ def test_defaults_when_sections_omitted(tmp_path):
     def mutate(cfg, _):
         for key in ("scene", "detector", "cluster", "seed"):
             del cfg[key]
+        del cfg["survey"]["scas"]
 
     config = load_config(write_config(tmp_path, mutate))
     assert config.seed == 0
+    assert config.survey.scas == tuple(range(1, 19))
     assert config.detector.window == N_PIX and config.detector.tile == 1024
     assert config.cluster.type == "local"
     assert config.output.products == ("counts", "truth", "footprint")
