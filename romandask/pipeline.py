@@ -37,7 +37,7 @@ from .instrument.filters import GALSIM_NAME, bandpass
 from .scene.catalog import read_catalog, synthesize_catalog
 from .scene.psf import PSFKey, psf_model
 from .scene.render import Backgrounds, render_counts
-from .scene.select import SOURCE_FIELDS, CatalogIndex, in_region, select_sources
+from .scene.select import CatalogIndex, in_region, select_sources
 from .survey.footprint import SCAView, footprint, footprint_cap
 
 
@@ -186,19 +186,15 @@ def counts_cube(survey: Survey) -> da.Array:
 
 def truth_table(survey: Survey) -> dict[str, np.ndarray]:
     """Truth of every (exposure, SCA, source): 0-based window x, y; flux in electrons."""
-    cols: dict[str, list] = {"exposure": [], "sca": []}
-    cols.update({k: [] for k in SOURCE_FIELDS if k in ("id", "ra", "dec", "x", "y", "flux",
-                                                         "type")})
+    parts = []
     for view, src in zip(survey.views, survey.sources):
         n = len(src["id"])
         x, y = view.to_array(src["x"], src["y"])
-        cols["exposure"].append(np.full(n, view.exposure.id, np.int64))
-        cols["sca"].append(np.full(n, view.sca, np.int64))
-        for key, values in (("id", src["id"]), ("ra", src["ra"]), ("dec", src["dec"]),
-                            ("x", x), ("y", y), ("flux", src["flux"]),
-                            ("type", src["type"])):
-            cols[key].append(values)
-    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
+        parts.append({"exposure": np.full(n, view.exposure.id, np.int64),
+                      "sca": np.full(n, view.sca, np.int64),
+                      "id": src["id"], "ra": src["ra"], "dec": src["dec"], "x": x, "y": y,
+                      "flux": src["flux"], "type": src["type"]})
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 # --------------------------------------------------------------------------

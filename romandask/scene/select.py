@@ -10,11 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..instrument.filters import electrons_per_maggie
-from ..survey.footprint import SCAView, _unit
-
-#: Columns every per-view source list carries (arrays of equal length).
-SOURCE_FIELDS = ("id", "ra", "dec", "x", "y", "flux", "type", "n", "half_light_radius",
-                 "pa", "ba")
+from ..survey.footprint import SCAView, unit_vectors
 
 
 class CatalogIndex:
@@ -22,7 +18,8 @@ class CatalogIndex:
 
     def __init__(self, catalog):
         self.catalog = catalog
-        self.xyz = _unit(np.asarray(catalog["ra"], float), np.asarray(catalog["dec"], float))
+        self.xyz = unit_vectors(np.asarray(catalog["ra"], float),
+                                np.asarray(catalog["dec"], float))
 
     def __len__(self) -> int:
         return len(self.catalog)
@@ -31,7 +28,7 @@ class CatalogIndex:
         """Row indices within ``radius_deg`` of (ra, dec)."""
         if len(self) == 0:
             return np.zeros(0, dtype=np.int64)
-        centre = _unit(np.array(ra), np.array(dec))
+        centre = unit_vectors(np.array(ra), np.array(dec))
         return np.flatnonzero(self.xyz @ centre >= np.cos(np.radians(radius_deg)))
 
 

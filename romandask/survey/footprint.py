@@ -93,9 +93,8 @@ def footprint(config: Config) -> list[SCAView]:
 
 def footprint_cap(views: list[SCAView], margin_deg: float = 0.0) -> tuple[float, float, float]:
     """A circle (ra, dec, radius, degrees) that holds every view's corners."""
-    ra, dec = np.concatenate([v.corners()[0] for v in views]), np.concatenate(
-        [v.corners()[1] for v in views])
-    xyz = _unit(ra, dec)
+    ra, dec = np.concatenate([v.corners() for v in views], axis=1)
+    xyz = unit_vectors(ra, dec)
     mean = xyz.mean(axis=0)
     mean /= np.linalg.norm(mean)
     cra = np.degrees(np.arctan2(mean[1], mean[0])) % 360.0
@@ -104,12 +103,13 @@ def footprint_cap(views: list[SCAView], margin_deg: float = 0.0) -> tuple[float,
     return float(cra), float(cdec), float(radius + margin_deg)
 
 
-def _unit(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+def unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """Unit vectors (..., 3) of sky positions in degrees."""
     ra, dec = np.radians(ra), np.radians(dec)
     return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
 
 
 def angular_distance(ra1, dec1, ra2, dec2) -> np.ndarray:
     """Great-circle distance in degrees (vectorised)."""
-    return np.degrees(np.arccos(np.clip(np.sum(_unit(ra1, dec1) * _unit(ra2, dec2), axis=-1),
-                                        -1.0, 1.0)))
+    cos = np.sum(unit_vectors(ra1, dec1) * unit_vectors(ra2, dec2), axis=-1)
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
