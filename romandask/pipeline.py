@@ -235,13 +235,6 @@ def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Path]:
     config.output.directory.mkdir(parents=True, exist_ok=True)
     written = {}
 
-    if "footprint" in config.output.products:
-        from .plots import plot_footprint
-
-        plot_footprint(survey, paths["footprint"])
-        written["footprint"] = paths["footprint"]
-        say(f"wrote {paths['footprint']}")
-
     if {"counts", "truth"} & set(config.output.products):
         final = paths["store"]
         partial = store.partial_path(final)
@@ -268,6 +261,14 @@ def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Path]:
         store.finalise(partial, final)
         written["store"] = final
         say(f"wrote {final}")
+
+    # Last, so that an interrupted run leaves no finished-looking output.
+    if "footprint" in config.output.products:
+        from .plots import plot_footprint
+
+        plot_footprint(survey, paths["footprint"])
+        written["footprint"] = paths["footprint"]
+        say(f"wrote {paths['footprint']}")
     return written
 
 
