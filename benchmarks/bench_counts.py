@@ -23,15 +23,15 @@ import datetime
 import resource
 import time
 
-import galsim
 import numpy as np
 
 from romandask import rng as rngmod
 from romandask.config import Exposure
 from romandask.instrument.matables import MATable
-from romandask.pipeline import TileTask, render_tile, sky_backgrounds, tile_edges
+from romandask.pipeline import (TileTask, psf_key_for, render_tile, sky_backgrounds,
+                                tile_edges)
 from romandask.scene.catalog import synthesize_catalog
-from romandask.scene.psf import PSFKey, psf_model
+from romandask.scene.psf import psf_model
 from romandask.scene.select import CatalogIndex, in_region, select_sources
 from romandask.survey.footprint import SCAView, exposure_wcs, window_bounds
 
@@ -72,9 +72,7 @@ def main() -> None:
           f"({len(sources['id']) / (4088 * 0.11 / 60) ** 2:.0f} per arcmin^2) "
           f"[{time.perf_counter() - t0:.1f} s]")
 
-    key = PSFKey(args.sca, "F158", bounds.xmin, bounds.xmax, bounds.ymin, bounds.ymax,
-                 cfg.scene.psf.grid, cfg.scene.psf.pupil_bin, cfg.scene.psf.oversample,
-                 cfg.scene.margin)
+    key = psf_key_for(view, cfg)
     c0 = _cpu()
     psf_model(key)
     psf_cost = _cpu() - c0
@@ -107,10 +105,9 @@ def main() -> None:
                              backgrounds, key, 64, True, empty))
         per_pix = (_cpu() - c0) / ((x1 - x0 + 1) ** 2)
         per_src = max(cost - per_pix * pixels, 0.0) / max(nsrc, 1)
-        ntiles_sca = len(edges) ** 2
-        # every source is drawn once per tile its stamp reaches
-        sca_cost = per_pix * 4088 ** 2 + per_src * len(sources["id"]) * (
-            nsrc / max(len(pick), 1)) / max(len(sources["id"]) / ntiles_sca, 1)
+        # every source is drawn once per tile its stamp reaches: scale the renderings
+        # per measured tile to all the SCA's tiles
+        sca_cost = per_pix * 4088 ** 2 + per_src * nsrc / len(pick) * len(edges) ** 2
         print(f"{tile:>6} {len(pick):>5} {nsrc:>8} {cost / len(pick):>12.2f} "
               f"{per_pix * 1e6:>9.3f} {per_src * 1e3:>10.2f} {sca_cost + psf_cost:>11.0f} "
               f"{_peak_rss_mib():>13.0f}")

@@ -140,6 +140,13 @@ def sky_backgrounds(view: SCAView, config: Config) -> Backgrounds:
                        dark=config.detector.dark_current)
 
 
+def psf_key_for(view: SCAView, config: Config) -> PSFKey:
+    """The PSF model key of a view: its SCA, filter, window and the PSF settings."""
+    b, psf = view.bounds, config.scene.psf
+    return PSFKey(view.sca, view.exposure.filter, b.xmin, b.xmax, b.ymin, b.ymax, psf.grid,
+                  psf.pupil_bin, psf.oversample, config.scene.margin)
+
+
 def tile_edges(window_lo: int, window: int, tile: int) -> list[tuple[int, int]]:
     """(lo, hi) GalSim pixel ranges of the tiles along one axis."""
     return [(window_lo + s, window_lo + min(s + tile, window) - 1)
@@ -154,9 +161,7 @@ def tile_tasks(survey: Survey) -> dict[tuple[int, int, int, int], TileTask]:
     for k, (view, sources) in enumerate(zip(survey.views, survey.sources)):
         ie, isca = divmod(k, len(survey.scas))
         b = view.bounds
-        psf_key = PSFKey(view.sca, view.exposure.filter, b.xmin, b.xmax, b.ymin, b.ymax,
-                         cfg.scene.psf.grid, cfg.scene.psf.pupil_bin, cfg.scene.psf.oversample,
-                         margin)
+        psf_key = psf_key_for(view, cfg)
         backgrounds = sky_backgrounds(view, cfg)
         ys, xs = tile_edges(b.ymin, window, tile), tile_edges(b.xmin, window, tile)
         for ty, (y0, y1) in enumerate(ys):

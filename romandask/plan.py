@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import galsim
 import numpy as np
 
-from .pipeline import Survey, tile_tasks
+from .pipeline import Survey, TileTask, tile_tasks
 from .scene.psf import psf_model
 from .scene.render import render_counts
 
@@ -38,9 +38,8 @@ class Cost:
     sources_timed: int
 
 
-def measure_cost(survey: Survey) -> Cost:
-    """Time the pieces of a counts task on a representative tile of this survey."""
-    tasks = list(tile_tasks(survey).values())
+def measure_cost(tasks: list[TileTask]) -> Cost:
+    """Time the pieces of a counts task on the busiest tile of the survey."""
     busiest = max(tasks, key=lambda t: len(t.sources["x"]))
     xmin, xmax, ymin, ymax = busiest.bounds
     xmax, ymax = min(xmax, xmin + _MEASURE_SIDE - 1), min(ymax, ymin + _MEASURE_SIDE - 1)
@@ -62,12 +61,13 @@ def measure_cost(survey: Survey) -> Cost:
     n = len(some["x"])
     t_src = 0.0
     if n:
-        # draw them where they are, on a tile around them, minus the pixel cost
+        # draw them where they are, on their whole tile, minus the pixel cost
+        tile = galsim.BoundsI(*busiest.bounds)
         t0 = time.perf_counter()
-        render_counts(galsim.BoundsI(*busiest.bounds), busiest.wcs, some, psf, busiest.exptime,
-                      busiest.backgrounds, rng, busiest.margin)
+        render_counts(tile, busiest.wcs, some, psf, busiest.exptime, busiest.backgrounds, rng,
+                      busiest.margin)
         total = time.perf_counter() - t0
-        t_src = max(total - t_pix * galsim.BoundsI(*busiest.bounds).area(), 0.0) / n
+        t_src = max(total - t_pix * tile.area(), 0.0) / n
     return Cost(t_psf, t_pix, t_src, n)
 
 
@@ -124,7 +124,7 @@ def plan(survey: Survey, measure: bool = True, show_rows: int = 200) -> str:
         lines.append(f"  {name}: {_human(nbytes)}")
     lines.append(f"  total (uncompressed): {_human(sum(sizes.values()))}")
     if measure and tasks:
-        cost = measure_cost(survey)
+        cost = measure_cost(list(tasks.values()))
         pixels = len(survey.views) * cfg.detector.window ** 2
         psf_models = len({(t.psf.sca, t.psf.filter) for t in tasks.values()})
         workers = cfg.cluster.n_workers

@@ -96,13 +96,3 @@ def finalise(partial: Path, final: Path) -> None:
     if final.exists():
         shutil.rmtree(final)
     os.replace(partial, final)
-
-
-def open_counts(path: str | Path) -> xr.Dataset:
-    """Open a run's counts cube lazily."""
-    return xr.open_zarr(Path(path), consolidated=True)
-
-
-def open_truth(path: str | Path) -> xr.Dataset:
-    """Open a run's truth table."""
-    return xr.open_zarr(Path(path), group="truth", consolidated=True)
