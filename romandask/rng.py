@@ -14,6 +14,9 @@ import numpy as np
 STAGES = {
     "catalog": 1,
     "counts": 2,
+    "detector": 3,
+    "readout": 4,
+    "l1": 5,
 }
 
 

@@ -1,0 +1,1 @@
+"""Detector model: reference data and the counts -> L1 forward model."""
