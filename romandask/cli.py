@@ -1,7 +1,8 @@
 """The ``romandask`` command line.
 
-    romandask plan CONFIG     what would run: exposures x SCAs, tasks, bytes, cost
-    romandask run  CONFIG     run it
+    romandask plan CONFIG          what would run: exposures x SCAs, tasks, bytes, cost
+    romandask run  CONFIG          run it
+    romandask reffiles OUTDIR      write a synthetic detector model as CALDIR ASDF files
 
 User errors (bad config, bad input files, unwritable outputs) print one line
 to stderr and exit with status 2; nothing is written.
@@ -36,7 +37,65 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true",
                      help="replace the outputs of an earlier run in output.directory")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    ref = sub.add_parser("reffiles", help="write synthetic reference files (a CALDIR)")
+    ref.add_argument("outdir", help="directory for roman_wfi_<kind>_<tag>_SCA<NN>.asdf")
+    ref.add_argument("--sca", default="1..18",
+                     help="SCAs: a number, a list (1,4,7) or a range (1..18) [1..18]")
+    ref.add_argument("--seed", type=int, default=0, help="seed of the synthetic model [0]")
+    ref.add_argument("--ma-table", type=int, default=4,
+                     help="numbered MA table of the dark and bias-correction cubes [4]")
+    ref.add_argument("--tag", default="romandask", help="file name tag [romandask]")
     return p
+
+
+def parse_scas(text: str) -> list[int]:
+    """SCA numbers from '7', '1,4,7' or '1..18' (ranges inclusive)."""
+    from .config import ALL_SCAS
+    from .errors import ConfigError
+
+    scas = []
+    try:
+        for part in text.split(","):
+            if ".." in part:
+                lo, hi = (int(v) for v in part.split(".."))
+                scas.extend(range(lo, hi + 1))
+            else:
+                scas.append(int(part))
+    except ValueError:
+        raise ConfigError("--sca", f"cannot read {text!r}",
+                          "write a number, a list like 1,4,7 or a range like 1..18") from None
+    bad = [s for s in scas if s not in ALL_SCAS]
+    if bad or not scas:
+        raise ConfigError("--sca", f"{bad or text!r} are not SCAs", "SCAs are 1 to 18")
+    return sorted(set(scas))
+
+
+def reffiles(args) -> None:
+    """Write the synthetic model of each SCA as a CALDIR set."""
+    import os
+    import time
+    from pathlib import Path
+
+    from .config import N_PIX
+    from .detector.reference import SyntheticModel, write_reffiles
+    from .errors import ConfigError, OutputError
+    from .instrument.matables import NUMBERED_TABLES, MATable
+
+    scas = parse_scas(args.sca)
+    if args.ma_table not in NUMBERED_TABLES:
+        raise ConfigError("--ma-table", f"unknown MA table {args.ma_table}",
+                          f"use one of {', '.join(map(str, NUMBERED_TABLES))}")
+    outdir = Path(args.outdir)
+    parent = next((p for p in (outdir, *outdir.parents) if p.exists()), Path("/"))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(str(outdir), "is not a writable directory",
+                          "choose a directory you can write to")
+    table = MATable.numbered(args.ma_table)
+    for sca in scas:
+        t0 = time.perf_counter()
+        paths = write_reffiles(SyntheticModel(args.seed, sca, N_PIX), outdir, table, args.tag)
+        _say(f"SCA {sca:2d}: {len(paths)} files in {outdir} [{time.perf_counter() - t0:.0f} s]")
 
 
 def _say(message: str) -> None:
@@ -47,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)
     try:
+        if args.command == "reffiles":
+            reffiles(args)
+            return 0
         from .config import load_config
 
         config = load_config(args.config)

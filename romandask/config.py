@@ -27,7 +27,9 @@ N_PIX = 4088
 #: The 18 SCAs of the WFI.
 ALL_SCAS = tuple(range(1, 19))
 #: Products a run can write (later stages add theirs).
-PRODUCTS = ("counts", "truth", "footprint")
+PRODUCTS = ("counts", "truth", "ramps", "l1", "footprint")
+#: Sources of the detector model (reference data).
+DETECTOR_MODELS = ("synthetic", "scalar", "caldir")
 CLUSTER_TYPES = ("local", "threads", "address")
 
 _REQUIRED = object()
@@ -91,10 +93,25 @@ class SceneConfig:
 
 
 @dataclass(frozen=True)
+class ScalarDetectorConfig:
+    """Uniform detector values (romanisim's defaults, models/parameters.py)."""
+
+    gain: float = 2.0  # e-/DN
+    read_noise: float = 5.0  # DN per read
+    dark_current: float = 0.01  # e-/s
+    saturation: float = 55000.0  # raw DN
+    reset_noise: float = 0.0  # DN
+
+
+@dataclass(frozen=True)
 class DetectorConfig:
     window: int = N_PIX  # simulate the central window x window science pixels
     tile: int = 1024  # spatial chunk size of the cubes
-    dark_current: float = 0.015  # e-/pix/s, galsim.roman.dark_current
+    model: str = "synthetic"  # where the reference data come from
+    caldir: Path | None = None  # directory of CALDIR ASDF files (model: caldir)
+    scalar: ScalarDetectorConfig = ScalarDetectorConfig()
+    cosmic_ray_flux: float = 8.0  # cm^-2 s^-1 (0: no cosmic rays)
+    persistence: bool = False  # from the previous exposure of the same SCA
 
 
 @dataclass(frozen=True)
@@ -451,14 +468,55 @@ def _scene(data: Any) -> SceneConfig:
     return scene
 
 
-def _detector(data: Any) -> DetectorConfig:
-    sec = _Section(data, "detector")
+def _detector(data: Any, base: Path, scas: tuple[int, ...]) -> DetectorConfig:
+    sec = _Section(data, "detector", keys=("window", "tile", "model", "caldir", "scalar",
+                                           "cosmic_ray_flux", "persistence"))
     window = sec.get("window", int, N_PIX, minimum=16, maximum=N_PIX,
                      hint="the side of the central square to simulate, 16 to 4088 pixels")
+    if window % 2:
+        raise ConfigError("detector.window", f"{window} is odd",
+                          "use an even window so that it is centred on the SCA")
     tile = sec.get("tile", int, min(1024, window), minimum=16, maximum=N_PIX)
-    dark = sec.get("dark_current", float, 0.015, minimum=0.0)
+    model = sec.get("model", str, "synthetic", choices=DETECTOR_MODELS)
+    caldir = None
+    if model == "caldir":
+        if not sec.has("caldir"):
+            raise ConfigError("detector.caldir", "is required when detector.model is caldir",
+                              "give the directory holding roman_wfi_<kind>_*_SCA<NN>.asdf files")
+        caldir = _path(sec.get("caldir", str), base)
+        if not caldir.is_dir():
+            raise ConfigError("detector.caldir", f"{caldir} is not a directory",
+                              "give the directory holding the CALDIR ASDF files")
+    elif sec.has("caldir"):
+        raise ConfigError("detector.caldir", f"is only used with model caldir, not {model}",
+                          "remove it, or set detector.model: caldir")
+    ssec = _Section(sec.raw("scalar", {}), "detector.scalar",
+                    keys=("gain", "read_noise", "dark_current", "saturation", "reset_noise"))
+    scalar = ScalarDetectorConfig(
+        gain=ssec.get("gain", float, 2.0, minimum=0.1, hint="e-/DN"),
+        read_noise=ssec.get("read_noise", float, 5.0, minimum=0.0, hint="DN per read"),
+        dark_current=ssec.get("dark_current", float, 0.01, minimum=0.0, hint="e-/s"),
+        saturation=ssec.get("saturation", float, 55000.0, minimum=1000.0, maximum=65000.0,
+                            hint="raw DN"),
+        reset_noise=ssec.get("reset_noise", float, 0.0, minimum=0.0, hint="DN"),
+    )
+    ssec.done()
+    if sec.has("scalar") and model != "scalar":
+        raise ConfigError("detector.scalar", f"is only used with model scalar, not {model}",
+                          "remove it, or set detector.model: scalar")
+    cfg = DetectorConfig(
+        window=window, tile=min(tile, window), model=model, caldir=caldir, scalar=scalar,
+        cosmic_ray_flux=sec.get("cosmic_ray_flux", float, 8.0, minimum=0.0, maximum=1e4,
+                                hint="cosmic rays per cm^2 per s (0 for none)"),
+        persistence=sec.get("persistence", bool, False),
+    )
     sec.done()
-    return DetectorConfig(window=window, tile=min(tile, window), dark_current=dark)
+    if model == "caldir":
+        from .detector.model import detector_model
+
+        for sca in scas:  # opens every file once: a bad CALDIR fails before any work
+            detector_model(cfg, 0, sca)
+    return cfg
 
 
 def _output(data: Any, base: Path) -> OutputConfig:
@@ -504,7 +562,7 @@ def parse_config(data: Any, base: Path = Path("."), source: Path | None = None) 
     survey = _survey(sec.raw("survey"), base)
     catalog = _catalog(sec.raw("catalog"), base)
     scene = _scene(sec.raw("scene"))
-    detector = _detector(sec.raw("detector"))
+    detector = _detector(sec.raw("detector"), base, survey.scas)
     output = _output(sec.raw("output"), base)
     cluster = _cluster(sec.raw("cluster"))
     sec.done()

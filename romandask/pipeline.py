@@ -15,6 +15,7 @@ exist only inside tasks and in the store.
 
 from __future__ import annotations
 
+import operator
 import os
 import shutil
 import time
@@ -31,12 +32,16 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from . import __version__, rng, store
-from .config import Config
+from .config import Config, DetectorConfig
+from .detector.l1 import L1Tile, simulate_tile
+from .detector.model import detector_model
+from .detector.readout import Readout, make_readout
+from .detector.reference import CHANNEL_WIDTH, NBORDER
 from .errors import OutputError
 from .instrument.filters import GALSIM_NAME, bandpass
 from .scene.catalog import read_catalog, synthesize_catalog
 from .scene.psf import PSFKey, psf_model
-from .scene.render import Backgrounds, render_counts
+from .scene.render import Backgrounds, expected_counts
 from .scene.select import CatalogIndex, in_region, select_sources
 from .survey.footprint import SCAView, footprint, footprint_cap
 
@@ -64,13 +69,20 @@ class TileTask:
 
 
 def render_tile(task: TileTask) -> np.ndarray:
-    """Counts of one tile, shaped (1, 1, ny, nx) for the cube."""
+    """Expected counts of one tile (float64, electrons), shaped (1, 1, ny, nx)."""
     bounds = galsim.BoundsI(*task.bounds)
-    generator = (rng.generator(task.seed, "counts", task.exposure, task.sca, task.tile)
-                 if task.poisson else None)
-    image = render_counts(bounds, task.wcs, task.sources, psf_model(task.psf), task.exptime,
-                          task.backgrounds, generator, task.margin)
+    image = expected_counts(bounds, task.wcs, task.sources, psf_model(task.psf), task.exptime,
+                            task.backgrounds, task.margin)
+    np.maximum(image, 0.0, out=image)  # Lanczos ringing can dip a hair below 0
     return image[None, None]
+
+
+def counts_tile(expected: np.ndarray, task: TileTask) -> np.ndarray:
+    """The counts product of one tile: a Poisson draw of the expectation (float32)."""
+    if not task.poisson:
+        return expected.astype(np.float32)
+    generator = rng.generator(task.seed, "counts", task.exposure, task.sca, task.tile)
+    return generator.poisson(expected).astype(np.float32)
 
 
 # --------------------------------------------------------------------------
@@ -125,7 +137,10 @@ def prepare(config: Config, say: Callable[[str], None] = lambda s: None) -> Surv
 
 
 def sky_backgrounds(view: SCAView, config: Config) -> Backgrounds:
-    """Zodiacal light at the window centre (with stray light), thermal, dark."""
+    """Zodiacal light at the window centre (with stray light) and thermal emission.
+
+    Dark current belongs to the detector model and enters at the L1 stage.
+    """
     exp = view.exposure
     scene = config.scene
     sky = 0.0
@@ -136,8 +151,7 @@ def sky_backgrounds(view: SCAView, config: Config) -> Backgrounds:
         sky *= 1.0 + scene.stray_light_fraction
     thermal = (galsim.roman.thermal_backgrounds[GALSIM_NAME[exp.filter]]
                if scene.thermal else 0.0)
-    return Backgrounds(sky=float(sky), thermal=float(thermal),
-                       dark=config.detector.dark_current)
+    return Backgrounds(sky=float(sky), thermal=float(thermal))
 
 
 def psf_key_for(view: SCAView, config: Config) -> PSFKey:
@@ -175,18 +189,139 @@ def tile_tasks(survey: Survey) -> dict[tuple[int, int, int, int], TileTask]:
     return tasks
 
 
-def counts_cube(survey: Survey) -> da.Array:
-    """The counts cube (exposure, sca, y, x) as a Dask array: one task per tile."""
+def _graph_array(name: str, graph: dict, chunks, dtype, dependencies=()) -> da.Array:
+    hlg = HighLevelGraph.from_collections(name, graph, dependencies=dependencies)
+    return da.Array(hlg, name, chunks, dtype=dtype)
+
+
+def _tile_chunks(survey: Survey) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Chunk sizes of the science window along y and x."""
     cfg = survey.config
-    window, tile = cfg.detector.window, cfg.detector.tile
-    tasks = tile_tasks(survey)
-    name = "counts-" + tokenize(__version__, repr(cfg))
+    sizes = tuple(hi - lo + 1 for lo, hi in tile_edges(0, cfg.detector.window, cfg.detector.tile))
+    return sizes, sizes
+
+
+def expected_cube(survey: Survey, tasks: dict) -> da.Array:
+    """Expected counts (exposure, sca, y, x), float64: one GalSim task per tile."""
+    name = "expected-" + tokenize(__version__, repr(survey.config))
     graph = {(name, *key): (render_tile, task) for key, task in tasks.items()}
-    edges = tile_edges(0, window, tile)
-    chunks = ((1,) * len(survey.exposures), (1,) * len(survey.scas),
-              tuple(hi - lo + 1 for lo, hi in edges), tuple(hi - lo + 1 for lo, hi in edges))
-    hlg = HighLevelGraph.from_collections(name, graph, dependencies=())
-    return da.Array(hlg, name, chunks, dtype=np.float32)
+    cy, cx = _tile_chunks(survey)
+    chunks = ((1,) * len(survey.exposures), (1,) * len(survey.scas), cy, cx)
+    return _graph_array(name, graph, chunks, np.float64)
+
+
+def counts_cube(survey: Survey, expected: da.Array | None = None) -> da.Array:
+    """The counts product (exposure, sca, y, x), float32: Poisson draws per tile."""
+    tasks = tile_tasks(survey)
+    if expected is None:
+        expected = expected_cube(survey, tasks)
+    name = "counts-" + tokenize(expected.name)
+    graph = {(name, *key): (counts_tile, (expected.name, *key), task)
+             for key, task in tasks.items()}
+    return _graph_array(name, graph, expected.chunks, np.float32, (expected,))
+
+
+def frame_edges(window: int, tile: int) -> list[tuple[int, int]]:
+    """[start, stop) frame rows of each tile: the science tiles, the border added at the ends."""
+    edges = [(lo + NBORDER, hi + NBORDER + 1) for lo, hi in tile_edges(0, window, tile)]
+    edges[0] = (0, edges[0][1])
+    edges[-1] = (edges[-1][0], window + 2 * NBORDER)
+    return edges
+
+
+def previous_exposures(config: Config) -> dict[int, tuple[int, float]]:
+    """For persistence: index of the latest earlier exposure and the gap (s), per exposure."""
+    exps = config.survey.exposures
+    order = sorted(range(len(exps)), key=lambda i: exps[i].start_time)
+    out = {}
+    for prev, cur in zip(order, order[1:]):
+        end = exps[prev].start_time.timestamp() + exps[prev].exposure_time
+        out[cur] = (prev, exps[cur].start_time.timestamp() - end)
+    return out
+
+
+def ramp_cubes(survey: Survey, expected: da.Array) -> dict[str, da.Array]:
+    """The L1 cubes: ramps and groupdq (exposure, sca, resultant, frame_y, frame_x), amp33.
+
+    One readout task per (exposure, SCA) (correlated noise, cosmic rays) and
+    one detector task per tile, fed the expected counts with a one-pixel halo
+    (``overlap``) for IPC.  The resultant axis is padded to the longest MA
+    table of the run; ``nresultants`` says how many are real.
+    """
+    cfg = survey.config
+    det = cfg.detector
+    window = det.window
+    nmax = max(e.ma_table.nresultants for e in survey.exposures)
+    halo = da.overlap.overlap(expected, depth={2: 1, 3: 1}, boundary=0)
+    token = tokenize(expected.name, repr(cfg))
+    rname, tname = "readout-" + token, "l1tile-" + token
+    edges = frame_edges(window, det.tile)
+    science_edges = tile_edges(0, window, det.tile)
+    previous = previous_exposures(cfg) if det.persistence else {}
+    graph = {}
+    for ie, exp in enumerate(survey.exposures):
+        for isca, sca in enumerate(survey.scas):
+            graph[(rname, ie, isca)] = (readout_task, cfg.seed, exp.id, sca, det, exp.ma_table)
+            prev = previous.get(ie)
+            for ty, rows in enumerate(edges):
+                for tx, cols in enumerate(edges):
+                    spec = L1Tile(cfg.seed, exp.id, sca, ty * len(edges) + tx, rows, cols, window,
+                                  exp.ma_table, nmax, prev[1] if prev else None)
+                    offset = (science_edges[ty][0] - 1 - (rows[0] - 1 - NBORDER),
+                              science_edges[tx][0] - 1 - (cols[0] - 1 - NBORDER))
+                    graph[(tname, ie, isca, ty, tx)] = (
+                        l1_task, spec, det, offset, (halo.name, ie, isca, ty, tx),
+                        (rname, ie, isca), (halo.name, prev[0], isca, ty, tx) if prev else None)
+    sizes = tuple(b - a for a, b in edges)
+    lead = ((1,) * len(survey.exposures), (1,) * len(survey.scas), (nmax,))
+    tile_keys = [k for k in graph if k[0] == tname]
+    out = {}
+    for index, (var, dtype) in enumerate((("ramps", np.uint16), ("groupdq", np.uint8))):
+        name = f"{var}-{token}"
+        layer = {(name, ie, isca, 0, ty, tx): (operator.getitem, (tname, ie, isca, ty, tx), index)
+                 for (_, ie, isca, ty, tx) in tile_keys}
+        out[var] = _graph_array(name, {**graph, **layer}, lead + (sizes, sizes), dtype, (halo,))
+    name = "amp33-" + token
+    layer = {(name, ie, isca, 0, ty, 0): (amp33_rows, (rname, ie, isca), rows, nmax)
+             for ie in range(len(survey.exposures)) for isca in range(len(survey.scas))
+             for ty, rows in enumerate(edges)}
+    out["amp33"] = _graph_array(name, {**graph, **layer}, lead + (sizes, (CHANNEL_WIDTH,)),
+                                np.uint16, (halo,))
+    return out
+
+
+def readout_task(seed: int, exposure: int, sca: int, det: DetectorConfig, ma_table) -> Readout:
+    """Correlated noise, amp33 and cosmic rays of one (exposure, SCA)."""
+    model = detector_model(det, seed, sca)
+    return make_readout(model, ma_table, rng.generator(seed, "readout", exposure, sca),
+                        det.cosmic_ray_flux)
+
+
+def l1_task(spec: L1Tile, det: DetectorConfig, offset: tuple[int, int], halo: np.ndarray,
+            readout: Readout, previous: np.ndarray | None):
+    """One tile of L1 from the halo'd expected counts block; shaped for the cube."""
+    model = detector_model(det, spec.seed, spec.sca)
+
+    def framed(block):
+        h = spec.rows[1] - spec.rows[0] + 2
+        w = spec.cols[1] - spec.cols[0] + 2
+        out = np.zeros((h, w))
+        b = block[0, 0]
+        out[offset[0]:offset[0] + b.shape[0], offset[1]:offset[1] + b.shape[1]] = \
+            b[:h - offset[0], :w - offset[1]]
+        return out
+
+    data, dq = simulate_tile(spec, model, framed(halo), readout,
+                             None if previous is None else framed(previous))
+    return data[None, None], dq[None, None]
+
+
+def amp33_rows(readout: Readout, rows: tuple[int, int], nmax: int) -> np.ndarray:
+    """The amp33 rows of one tile row, padded to ``nmax`` resultants."""
+    block = readout.amp33[:, rows[0]:rows[1]]
+    if block.shape[0] < nmax:
+        block = np.pad(block, ((0, nmax - block.shape[0]), (0, 0), (0, 0)))
+    return block[None, None]
 
 
 def truth_table(survey: Survey) -> dict[str, np.ndarray]:
@@ -208,7 +343,44 @@ def truth_table(survey: Survey) -> dict[str, np.ndarray]:
 
 def output_paths(config: Config) -> dict[str, Path]:
     out = config.output.directory
-    return {"store": out / store.STORE_NAME, "footprint": out / "footprint.png"}
+    return {"store": out / store.STORE_NAME, "l1": out / "l1",
+            "footprint": out / "footprint.png"}
+
+
+def l1_file_task(store_path: Path, ie: int, isca: int, view: SCAView, window: int,
+                 truth: dict, visit: dict, directory: Path) -> Path:
+    """Write the L1 ASDF file of one (exposure, SCA) from the finished store."""
+    from .export import write_l1
+
+    ds = xr.open_zarr(store_path, consolidated=True)
+    nres = int(ds["nresultants"][ie])
+    data = ds["ramps"][ie, isca, :nres].values
+    amp33 = ds["amp33"][ie, isca, :nres].values
+    dq = ds["groupdq"][ie, isca, :nres].values
+    return write_l1(directory, data, amp33, view.exposure, view, window, truth, visit,
+                    resultantdq=dq)
+
+
+def write_l1_files(survey: Survey, store_path: Path, client, progress: bool) -> list[Path]:
+    """One ``_wfiNN_uncal.asdf`` per (exposure, SCA), in parallel, each written atomically."""
+    from dask import delayed
+
+    from .cluster import compute
+    from .export import visit_metadata
+
+    directory = output_paths(survey.config)["l1"]
+    directory.mkdir(parents=True, exist_ok=True)
+    truth = truth_table(survey)
+    jobs = []
+    for k, view in enumerate(survey.views):
+        ie, isca = divmod(k, len(survey.scas))
+        mine = (truth["exposure"] == view.exposure.id) & (truth["sca"] == view.sca)
+        subset = {name: values[mine] for name, values in truth.items()}
+        visit = visit_metadata(survey.exposures, view.exposure)
+        jobs.append(delayed(l1_file_task, pure=True)(store_path, ie, isca, view,
+                                                    survey.config.detector.window, subset,
+                                                    visit, directory))
+    return list(compute(delayed(jobs), client, progress))
 
 
 def check_outputs(config: Config) -> None:
@@ -240,32 +412,42 @@ def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Path]:
     config.output.directory.mkdir(parents=True, exist_ok=True)
     written = {}
 
-    if {"counts", "truth"} & set(config.output.products):
+    products = set(config.output.products)
+    if {"counts", "truth", "ramps", "l1"} & products:
         final = paths["store"]
         partial = store.partial_path(final)
         if partial.exists():
             shutil.rmtree(partial)
         coords = store.exposure_coords(survey.views, survey.exposures, survey.scas)
-        attrs = run_attrs(config)
-        # The root group always carries the exposure table; counts only if asked.
-        if "counts" in config.output.products:
-            counts = counts_cube(survey)
-            ds = store.counts_dataset(counts, coords, attrs)
-            ntasks = counts.npartitions
-        else:
-            ds = xr.Dataset(coords=coords, attrs=attrs)
-            ntasks = 0
+        ds = xr.Dataset(coords=coords, attrs=run_attrs(config))
+        tasks = tile_tasks(survey)
+        expected = expected_cube(survey, tasks)
+        stages = []
+        if "counts" in products:
+            ds = ds.merge(store.counts_dataset(counts_cube(survey, expected)))
+            stages.append("counts")
+        if {"ramps", "l1"} & products:
+            ds = ds.merge(store.ramps_dataset(ramp_cubes(survey, expected), survey.exposures))
+            stages.append("L1 ramps")
+        ds.attrs.update(run_attrs(config))
         delayed = store.write_group(ds, partial, compute=False)
-        if "truth" in config.output.products:
+        if "truth" in products:
             store.write_group(store.truth_dataset(truth_table(survey)), partial, "truth")
         t0 = time.perf_counter()
         with dask_client(config.cluster, say) as client:
-            say(f"rendering {ntasks} tiles")
+            if stages:
+                say(f"simulating {' and '.join(stages)}: {len(tasks)} tiles")
             compute(delayed, client, config.cluster.progress)
-        say(f"counts: done in {time.perf_counter() - t0:.1f} s")
-        store.finalise(partial, final)
-        written["store"] = final
-        say(f"wrote {final}")
+            say(f"store: done in {time.perf_counter() - t0:.1f} s")
+            store.finalise(partial, final)
+            written["store"] = final
+            say(f"wrote {final}")
+            if "l1" in products:
+                t0 = time.perf_counter()
+                files = write_l1_files(survey, final, client, config.cluster.progress)
+                written["l1"] = files
+                say(f"L1: {len(files)} ASDF files in {paths['l1']} "
+                    f"[{time.perf_counter() - t0:.1f} s]")
 
     # Last, so that an interrupted run leaves no finished-looking output.
     if "footprint" in config.output.products:

@@ -3,6 +3,14 @@
 Layout of ``<output.directory>/romandask.zarr``::
 
     /                 counts (exposure, sca, y, x) float32, electrons
+                      ramps (exposure, sca, resultant, frame_y, frame_x) uint16,
+                      raw L1 resultants in DN over the window's frame (the
+                      window plus its 4-pixel reference border); groupdq (same
+                      dims, uint8, truth group DQ: SATURATED, AD_FLOOR); amp33
+                      (exposure, sca, resultant, frame_y, amp33_x) uint16.  The
+                      resultant axis is padded to the run's longest MA table:
+                      ``nresultants``, ``read_pattern`` (JSON) and
+                      ``frame_time`` along ``exposure`` say what is real
                       coordinates: exposure (ids), sca (1-18), y, x (0-based
                       window pixels), and the exposure table along
                       ``exposure`` (ra, dec, pa, filter, ma_table,
@@ -20,6 +28,7 @@ variable-length strings.  Metadata are consolidated at the end.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import warnings
@@ -59,16 +68,45 @@ def exposure_coords(views, exposures, scas) -> dict:
     }
 
 
-def counts_dataset(counts, coords: dict, attrs: dict) -> xr.Dataset:
+def counts_dataset(counts) -> xr.Dataset:
     ny, nx = counts.shape[-2:]
-    ds = xr.Dataset(
+    return xr.Dataset(
         {"counts": (("exposure", "sca", "y", "x"), counts,
                     {"units": "electron", "long_name": "ideal counts over the exposure"})},
-        coords={**coords, "y": ("y", np.arange(ny, dtype=np.int32)),
+        coords={"y": ("y", np.arange(ny, dtype=np.int32)),
                 "x": ("x", np.arange(nx, dtype=np.int32))},
-        attrs=attrs,
     )
-    return ds
+
+
+def ramps_dataset(cubes: dict, exposures) -> xr.Dataset:
+    """The L1 cubes with the per-exposure resultant bookkeeping.
+
+    The resultant axis is as long as the longest MA table of the run; an
+    exposure with fewer resultants has zeros beyond ``nresultants``.
+    """
+    ramps = cubes["ramps"]
+    nmax, ny, nx = ramps.shape[-3:]
+    dims = ("exposure", "sca", "resultant", "frame_y", "frame_x")
+    patterns = [json.dumps([list(r) for r in e.ma_table.read_pattern]) for e in exposures]
+    return xr.Dataset(
+        {
+            "ramps": (dims, ramps, {"units": "DN", "long_name": "raw resultants (L1)"}),
+            "groupdq": (dims, cubes["groupdq"],
+                        {"long_name": "truth group DQ (roman_datamodels dqflags.group)"}),
+            "amp33": (("exposure", "sca", "resultant", "frame_y", "amp33_x"), cubes["amp33"],
+                      {"units": "DN", "long_name": "reference output (amp33)"}),
+        },
+        coords={
+            "resultant": ("resultant", np.arange(nmax, dtype=np.int32)),
+            "frame_y": ("frame_y", np.arange(ny, dtype=np.int32)),
+            "frame_x": ("frame_x", np.arange(nx, dtype=np.int32)),
+            "amp33_x": ("amp33_x", np.arange(cubes["amp33"].shape[-1], dtype=np.int32)),
+            "nresultants": ("exposure", np.array([e.ma_table.nresultants for e in exposures],
+                                                 np.int32)),
+            "frame_time": ("exposure", np.array([e.ma_table.frame_time for e in exposures])),
+            "read_pattern": ("exposure", np.array(patterns, dtype=object)),
+        },
+    )
 
 
 def truth_dataset(truth: dict[str, np.ndarray]) -> xr.Dataset:

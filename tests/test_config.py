@@ -275,8 +275,29 @@ BAD_CONFIGS = {
                          ["detector.window", str(N_PIX + 1), "4088"]),
     "window too small": (setter("detector", "window", value=8), ["detector.window", "minimum"]),
     "margin too large": (setter("scene", "margin", value=10_000), ["scene.margin", "maximum"]),
-    "negative dark current": (setter("detector", "dark_current", value=-1.0),
-                              ["detector.dark_current", "minimum"]),
+    "negative dark current": (
+        setter("detector", value={"window": 64, "model": "scalar",
+                                  "scalar": {"dark_current": -1.0}}),
+        ["detector.scalar.dark_current", "minimum"]),
+    "odd window": (setter("detector", "window", value=65), ["detector.window", "odd"]),
+    "unknown detector model": (setter("detector", "model", value="synthetc"),
+                               ["detector.model", "did you mean 'synthetic'"]),
+    "caldir missing": (setter("detector", "model", value="caldir"),
+                       ["detector.caldir", "is required"]),
+    "caldir not a directory": (
+        setter("detector", value={"window": 64, "model": "caldir", "caldir": "nowhere"}),
+        ["detector.caldir", "nowhere", "not a directory"]),
+    "caldir without its model": (setter("detector", "caldir", value="."),
+                                 ["detector.caldir", "only used with model caldir"]),
+    "scalar values without their model": (setter("detector", "scalar", value={"gain": 2.0}),
+                                          ["detector.scalar", "only used with model scalar"]),
+    "unknown scalar value": (
+        setter("detector", value={"window": 64, "model": "scalar", "scalar": {"gian": 2}}),
+        ["detector.scalar.gian", "gain"]),
+    "negative cosmic-ray flux": (setter("detector", "cosmic_ray_flux", value=-1),
+                                 ["detector.cosmic_ray_flux", "minimum"]),
+    "persistence not a boolean": (setter("detector", "persistence", value="maybe"),
+                                  ["detector.persistence"]),
     # output, cluster
     "unknown product": (setter("output", "products", value=["counts", "images"]),
                         ["output.products[1]", "'images'"]),
@@ -521,14 +542,14 @@ def test_quickstart_config_is_valid():
 
 def test_exponent_numbers_and_dates_are_read(tmp_path):
     # PyYAML (YAML 1.1) reads 1e-3 as a string; the config reads it as a number.
-    path = write_config(tmp_path, setter("detector", "dark_current", value="__DC__"))
+    path = write_config(tmp_path, setter("detector", "cosmic_ray_flux", value="__DC__"))
     text = path.read_text()
     assert text.count("__DC__") == 1 and text.count("'2027-06-01T00:00:00'") == 1
     text = text.replace("__DC__", "1e-3").replace("'2027-06-01T00:00:00'",
                                                   "2027-06-01T02:00:00+02:00")
     path.write_text(text)
     config = load_config(path)
-    assert config.detector.dark_current == pytest.approx(1e-3)
+    assert config.detector.cosmic_ray_flux == pytest.approx(1e-3)
     assert config.survey.exposures[0].start_time == dt.datetime(2027, 6, 1)
 
 
@@ -626,7 +647,8 @@ def test_defaults_when_sections_omitted(tmp_path):
     assert config.survey.scas == tuple(range(1, 19))
     assert config.detector.window == N_PIX and config.detector.tile == 1024
     assert config.cluster.type == "local"
-    assert config.output.products == ("counts", "truth", "footprint")
+    assert config.output.products == ("counts", "truth", "ramps", "l1", "footprint")
+    assert config.detector.model == "synthetic" and config.detector.cosmic_ray_flux == 8.0
 
 
 def test_tile_is_capped_at_window(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import galsim
 import numpy as np
+import roman_datamodels.datamodels as rdm
 import xarray as xr
 import yaml
 from astropy.table import Table
@@ -45,8 +46,11 @@ def test_same_bytes_with_one_and_two_workers(make_config, tmp_path):
     for cfg in (one, two, threads):
         run(cfg, say=lambda s: None)
     d1, d2, d3 = (_digest(c.output.directory / store.STORE_NAME) for c in (one, two, threads))
-    assert len(d1) > 10
+    assert len(d1) > 10 and any(k.startswith("ramps/") for k in d1)
     assert d1 == d2 == d3
+    l1 = [_digest(c.output.directory / "l1") for c in (one, two, threads)]
+    assert len(l1[0]) == 4 and all(k.endswith("_uncal.asdf") for k in l1[0])
+    assert l1[0] == l1[1] == l1[2]
     # the footprint PNG does not depend on the run either
     pngs = {hashlib.sha256((c.output.directory / "footprint.png").read_bytes()).hexdigest()
             for c in (one, two, threads)}
@@ -151,7 +155,14 @@ def test_quickstart_run_writes_cube_and_footprint(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     ds = xr.open_zarr(out / store.STORE_NAME)
     assert ds.counts.shape == (2, 18, 512, 512)
-    assert not list(out.glob("*.partial"))
-    # every SCA saw sky: the median pixel is the sky + thermal + dark level (~75-110 e-)
+    assert ds.ramps.shape == (2, 18, 9, 520, 520)
+    assert not list(out.glob("*.partial")) and not list(out.glob("l1/*.partial"))
+    files = sorted((out / "l1").glob("*_uncal.asdf"))
+    assert len(files) == 36
+    with rdm.open(files[-1]) as model:
+        model.validate()
+        assert model.meta.instrument.detector == "WFI18"
+        np.testing.assert_array_equal(model.data, ds.ramps[1, 17].values)
+    # every SCA saw sky: the median pixel is the sky + thermal level (~75-110 e-)
     med = ds.counts.median(dim=("y", "x")).values
     assert np.all((med > 50) & (med < 200))
