@@ -519,6 +519,19 @@ def _detector(data: Any, base: Path, scas: tuple[int, ...]) -> DetectorConfig:
     return cfg
 
 
+def _check_sequence(exposures) -> None:
+    """Persistence needs exposures that follow each other in time."""
+    ordered = sorted(exposures, key=lambda e: e.start_time)
+    for prev, cur in zip(ordered, ordered[1:]):
+        end = prev.start_time + _dt.timedelta(seconds=prev.exposure_time)
+        if cur.start_time < end:
+            raise ConfigError("detector.persistence",
+                              f"exposure {cur.id} starts at {cur.start_time.isoformat()}, "
+                              f"before exposure {prev.id} ends at {end.isoformat()}",
+                              "give exposures that do not overlap in time, or set "
+                              "persistence: false")
+
+
 def _output(data: Any, base: Path) -> OutputConfig:
     sec = _Section(data, "output", required=True, keys=("directory", "products", "overwrite"))
     directory = _path(sec.get("directory", str), base)
@@ -563,6 +576,8 @@ def parse_config(data: Any, base: Path = Path("."), source: Path | None = None) 
     catalog = _catalog(sec.raw("catalog"), base)
     scene = _scene(sec.raw("scene"))
     detector = _detector(sec.raw("detector"), base, survey.scas)
+    if detector.persistence:
+        _check_sequence(survey.exposures)
     output = _output(sec.raw("output"), base)
     cluster = _cluster(sec.raw("cluster"))
     sec.done()

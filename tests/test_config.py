@@ -225,6 +225,8 @@ BAD_CONFIGS = {
                           ["survey.ma_tables.x.read_pattern", "read 2"]),
     "empty resultant": (custom_table([[1], [], [3]]),
                         ["survey.ma_tables.x.read_pattern", "resultant 1 is empty"]),
+    "read beyond the last supported": (custom_table([[1], [2000]]),
+                                       ["survey.ma_tables.x.read_pattern", "up to 1022"]),
     "non-integer read": (custom_table([[1], [2.5]]),
                          ["survey.ma_tables.x.read_pattern", "2.5"]),
     "read pattern not a list": (custom_table("1,2,3"),
@@ -298,6 +300,10 @@ BAD_CONFIGS = {
                                  ["detector.cosmic_ray_flux", "minimum"]),
     "persistence not a boolean": (setter("detector", "persistence", value="maybe"),
                                   ["detector.persistence"]),
+    "persistence with overlapping exposures": (
+        both(setter("detector", "persistence", value=True),
+             setter("survey", "exposures", 1, "start_time", value="2027-06-01T00:01:00")),
+        ["detector.persistence", "exposure 1", "before exposure 0 ends"]),
     # output, cluster
     "unknown product": (setter("output", "products", value=["counts", "images"]),
                         ["output.products[1]", "'images'"]),

@@ -343,6 +343,9 @@ def ramp_means(inputs: TileInputs, ma_table: MATable, key: int, pixel0: int, row
     ``read`` (1-based), ``electrons``.  ``persistence_weight[k]`` multiplies
     ``inputs.persistence`` to give the extra electrons per second during read k.
     """
+    if ma_table.nreads >= _TOTAL_SLOT:
+        raise ValueError(f"MA tables are limited to {_TOTAL_SLOT - 1} reads, "
+                         f"got {ma_table.nreads}")
     reg = inputs.region
     H, W = inputs.expected.shape
     t_exp = ma_table.exposure_time

@@ -39,6 +39,8 @@ _READS_PER_RESULTANT = {
 }
 
 NUMBERED_TABLES = tuple(sorted(_READS_PER_RESULTANT))
+#: Highest read index a pattern may use (about 54 minutes at the frame time).
+MAX_READ = 1022
 
 
 def _contiguous(reads_per_resultant: list[int]) -> list[list[int]]:
@@ -63,6 +65,8 @@ def check_read_pattern(pattern) -> str | None:
             if read <= last:
                 return (f"resultant {i} holds read {read} after read {last}; "
                         "reads must be positive, increasing and non-overlapping")
+            if read > MAX_READ:
+                return f"resultant {i} holds read {read}; reads go up to {MAX_READ}"
             last = int(read)
     return None
 
