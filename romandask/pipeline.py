@@ -222,11 +222,14 @@ def counts_cube(survey: Survey, expected: da.Array | None = None) -> da.Array:
 
 
 def frame_edges(window: int, tile: int) -> list[tuple[int, int]]:
-    """[start, stop) frame rows of each tile: the science tiles, the border added at the ends."""
-    edges = [(lo + NBORDER, hi + NBORDER + 1) for lo, hi in tile_edges(0, window, tile)]
-    edges[0] = (0, edges[0][1])
-    edges[-1] = (edges[-1][0], window + 2 * NBORDER)
-    return edges
+    """[start, stop) rows of the L1 tiles of the frame (window + reference border).
+
+    Tiles of ``tile`` rows from the frame's first row (uniform, as zarr chunks
+    must be); a window that fits in one tile is one tile with its border.
+    """
+    frame = window + 2 * NBORDER
+    step = frame if tile >= window else tile
+    return [(lo, min(lo + step, frame)) for lo in range(0, frame, step)]
 
 
 def previous_exposures(config: Config) -> dict[int, tuple[int, float]]:
@@ -244,7 +247,8 @@ def ramp_cubes(survey: Survey, expected: da.Array) -> dict[str, da.Array]:
     """The L1 cubes: ramps and groupdq (exposure, sca, resultant, frame_y, frame_x), amp33.
 
     One readout task per (exposure, SCA) (correlated noise, cosmic rays) and
-    one detector task per tile, fed the expected counts with a one-pixel halo
+    one detector task per tile of the frame, fed the expected counts padded to
+    the frame, rechunked like the tiles and grown by a one-pixel halo
     (``overlap``) for IPC.  The resultant axis is padded to the longest MA
     table of the run; ``nresultants`` says how many are real.
     """
@@ -252,11 +256,15 @@ def ramp_cubes(survey: Survey, expected: da.Array) -> dict[str, da.Array]:
     det = cfg.detector
     window = det.window
     nmax = max(e.ma_table.nresultants for e in survey.exposures)
-    halo = da.overlap.overlap(expected, depth={2: 1, 3: 1}, boundary=0)
+    edges = frame_edges(window, det.tile)
+    sizes = tuple(b - a for a, b in edges)
+    # the expected counts on the frame (zero on the reference border), chunked
+    # like the L1 tiles, each block grown by the one pixel IPC reaches
+    framed = da.pad(expected, ((0, 0), (0, 0), (NBORDER, NBORDER), (NBORDER, NBORDER)))
+    framed = framed.rechunk({2: sizes, 3: sizes})
+    halo = da.overlap.overlap(framed, depth={2: 1, 3: 1}, boundary=0)
     token = tokenize(expected.name, repr(cfg))
     rname, tname = "readout-" + token, "l1tile-" + token
-    edges = frame_edges(window, det.tile)
-    science_edges = tile_edges(0, window, det.tile)
     previous = previous_exposures(cfg) if det.persistence else {}
     graph = {}
     for ie, exp in enumerate(survey.exposures):
@@ -267,12 +275,9 @@ def ramp_cubes(survey: Survey, expected: da.Array) -> dict[str, da.Array]:
                 for tx, cols in enumerate(edges):
                     spec = L1Tile(cfg.seed, exp.id, sca, ty * len(edges) + tx, rows, cols, window,
                                   exp.ma_table, nmax, prev[1] if prev else None)
-                    offset = (science_edges[ty][0] - 1 - (rows[0] - 1 - NBORDER),
-                              science_edges[tx][0] - 1 - (cols[0] - 1 - NBORDER))
                     graph[(tname, ie, isca, ty, tx)] = (
-                        l1_task, spec, det, offset, (halo.name, ie, isca, ty, tx),
-                        (rname, ie, isca), (halo.name, prev[0], isca, ty, tx) if prev else None)
-    sizes = tuple(b - a for a, b in edges)
+                        l1_task, spec, det, (halo.name, ie, isca, ty, tx), (rname, ie, isca),
+                        (halo.name, prev[0], isca, ty, tx) if prev else None)
     lead = ((1,) * len(survey.exposures), (1,) * len(survey.scas), (nmax,))
     tile_keys = [k for k in graph if k[0] == tname]
     out = {}
@@ -297,22 +302,12 @@ def readout_task(seed: int, exposure: int, sca: int, det: DetectorConfig, ma_tab
                         det.cosmic_ray_flux)
 
 
-def l1_task(spec: L1Tile, det: DetectorConfig, offset: tuple[int, int], halo: np.ndarray,
-            readout: Readout, previous: np.ndarray | None):
-    """One tile of L1 from the halo'd expected counts block; shaped for the cube."""
+def l1_task(spec: L1Tile, det: DetectorConfig, halo: np.ndarray, readout: Readout,
+            previous: np.ndarray | None):
+    """One tile of L1 from its block of expected counts grown by one pixel."""
     model = detector_model(det, spec.seed, spec.sca)
-
-    def framed(block):
-        h = spec.rows[1] - spec.rows[0] + 2
-        w = spec.cols[1] - spec.cols[0] + 2
-        out = np.zeros((h, w))
-        b = block[0, 0]
-        out[offset[0]:offset[0] + b.shape[0], offset[1]:offset[1] + b.shape[1]] = \
-            b[:h - offset[0], :w - offset[1]]
-        return out
-
-    data, dq = simulate_tile(spec, model, framed(halo), readout,
-                             None if previous is None else framed(previous))
+    data, dq = simulate_tile(spec, model, halo[0, 0], readout,
+                             None if previous is None else previous[0, 0])
     return data[None, None], dq[None, None]
 
 
