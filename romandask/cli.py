@@ -73,13 +73,12 @@ def parse_scas(text: str) -> list[int]:
 
 def reffiles(args) -> None:
     """Write the synthetic model of each SCA as a CALDIR set."""
-    import os
     import time
     from pathlib import Path
 
     from .config import N_PIX
     from .detector.reference import SyntheticModel, write_reffiles
-    from .errors import ConfigError, OutputError
+    from .errors import ConfigError, check_writable_directory
     from .instrument.matables import NUMBERED_TABLES, MATable
 
     scas = parse_scas(args.sca)
@@ -87,10 +86,7 @@ def reffiles(args) -> None:
         raise ConfigError("--ma-table", f"unknown MA table {args.ma_table}",
                           f"use one of {', '.join(map(str, NUMBERED_TABLES))}")
     outdir = Path(args.outdir)
-    parent = next((p for p in (outdir, *outdir.parents) if p.exists()), Path("/"))
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(str(outdir), "is not a writable directory",
-                          "choose a directory you can write to")
+    check_writable_directory(outdir, str(outdir))
     table = MATable.numbered(args.ma_table)
     for sca in scas:
         t0 = time.perf_counter()

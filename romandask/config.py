@@ -519,15 +519,24 @@ def _detector(data: Any, base: Path, scas: tuple[int, ...]) -> DetectorConfig:
     return cfg
 
 
+def exposure_gaps(exposures) -> list[tuple[int, int, float]]:
+    """(earlier index, later index, seconds from the end of one to the start of the next)
+    for each pair of exposures consecutive in time."""
+    order = sorted(range(len(exposures)), key=lambda i: exposures[i].start_time)
+    return [(prev, cur, (exposures[cur].start_time - exposures[prev].start_time)
+             .total_seconds() - exposures[prev].exposure_time)
+            for prev, cur in zip(order, order[1:])]
+
+
 def _check_sequence(exposures) -> None:
     """Persistence needs exposures that follow each other in time."""
-    ordered = sorted(exposures, key=lambda e: e.start_time)
-    for prev, cur in zip(ordered, ordered[1:]):
-        end = prev.start_time + _dt.timedelta(seconds=prev.exposure_time)
-        if cur.start_time < end:
+    for prev, cur, gap in exposure_gaps(exposures):
+        if gap < 0:
+            a, b = exposures[prev], exposures[cur]
+            end = a.start_time + _dt.timedelta(seconds=a.exposure_time)
             raise ConfigError("detector.persistence",
-                              f"exposure {cur.id} starts at {cur.start_time.isoformat()}, "
-                              f"before exposure {prev.id} ends at {end.isoformat()}",
+                              f"exposure {b.id} starts at {b.start_time.isoformat()}, "
+                              f"before exposure {a.id} ends at {end.isoformat()}",
                               "give exposures that do not overlap in time, or set "
                               "persistence: false")
 

@@ -7,6 +7,9 @@ line and exits with status 2; no traceback is shown.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 class UserError(Exception):
     """An error caused by the user's input: ``where: problem; fix``."""
@@ -43,3 +46,13 @@ class OutputError(UserError):
     """A problem with where the outputs go (exists, not writable)."""
 
     kind = "output error"
+
+
+def check_writable_directory(directory: Path, where: str) -> None:
+    """Raise OutputError unless ``directory`` is, or can be made as, a writable directory."""
+    if directory.exists() and not directory.is_dir():
+        raise OutputError(where, "exists and is not a directory", "choose a directory path")
+    parent = next((p for p in (directory, *directory.parents) if p.exists()), Path("/"))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(where, "is not a writable directory",
+                          "choose a directory you can write to")

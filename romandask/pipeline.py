@@ -4,10 +4,14 @@
 2. catalog: read, or synthesised over the footprint (driver);
 3. selection: the sources of each (exposure, SCA) within the margin, with
    their truth (driver, vectorised);
-4. counts: one task per spatial tile of each (exposure, SCA) renders the
-   ideal count image (GalSim) with a random stream keyed by
-   (seed, exposure, SCA, tile);
-5. the counts cube and the truth table go to the zarr store.
+4. expected counts: one task per spatial tile of each (exposure, SCA)
+   renders the ideal count image (GalSim); the counts product is a Poisson
+   draw of it with a stream keyed by (seed, exposure, SCA, tile);
+5. L1: one readout task per (exposure, SCA) (correlated noise, amp33,
+   cosmic rays) and one detector task per tile of the frame, fed the
+   expected counts with a one-pixel halo;
+6. the cubes and the truth table go to the zarr store; then one task per
+   (exposure, SCA) writes its L1 ASDF file from the store.
 
 The driver holds only the catalog and small per-tile source lists; pixels
 exist only inside tasks and in the store.
@@ -16,7 +20,6 @@ exist only inside tasks and in the store.
 from __future__ import annotations
 
 import operator
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -32,12 +35,12 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from . import __version__, rng, store
-from .config import Config, DetectorConfig
+from .config import Config, DetectorConfig, exposure_gaps
 from .detector.l1 import L1Tile, simulate_tile
 from .detector.model import detector_model
 from .detector.readout import Readout, make_readout
 from .detector.reference import CHANNEL_WIDTH, NBORDER
-from .errors import OutputError
+from .errors import OutputError, check_writable_directory
 from .instrument.filters import GALSIM_NAME, bandpass
 from .scene.catalog import read_catalog, synthesize_catalog
 from .scene.psf import PSFKey, psf_model
@@ -210,11 +213,8 @@ def expected_cube(survey: Survey, tasks: dict) -> da.Array:
     return _graph_array(name, graph, chunks, np.float64)
 
 
-def counts_cube(survey: Survey, expected: da.Array | None = None) -> da.Array:
+def counts_cube(expected: da.Array, tasks: dict) -> da.Array:
     """The counts product (exposure, sca, y, x), float32: Poisson draws per tile."""
-    tasks = tile_tasks(survey)
-    if expected is None:
-        expected = expected_cube(survey, tasks)
     name = "counts-" + tokenize(expected.name)
     graph = {(name, *key): (counts_tile, (expected.name, *key), task)
              for key, task in tasks.items()}
@@ -234,13 +234,7 @@ def frame_edges(window: int, tile: int) -> list[tuple[int, int]]:
 
 def previous_exposures(config: Config) -> dict[int, tuple[int, float]]:
     """For persistence: index of the latest earlier exposure and the gap (s), per exposure."""
-    exps = config.survey.exposures
-    order = sorted(range(len(exps)), key=lambda i: exps[i].start_time)
-    out = {}
-    for prev, cur in zip(order, order[1:]):
-        end = exps[prev].start_time.timestamp() + exps[prev].exposure_time
-        out[cur] = (prev, exps[cur].start_time.timestamp() - end)
-    return out
+    return {cur: (prev, gap) for prev, cur, gap in exposure_gaps(config.survey.exposures)}
 
 
 def ramp_cubes(survey: Survey, expected: da.Array) -> dict[str, da.Array]:
@@ -356,7 +350,8 @@ def l1_file_task(store_path: Path, ie: int, isca: int, view: SCAView, window: in
                     resultantdq=dq)
 
 
-def write_l1_files(survey: Survey, store_path: Path, client, progress: bool) -> list[Path]:
+def write_l1_files(survey: Survey, truth: dict, store_path: Path, client,
+                   progress: bool) -> list[Path]:
     """One ``_wfiNN_uncal.asdf`` per (exposure, SCA), in parallel, each written atomically."""
     from dask import delayed
 
@@ -365,7 +360,6 @@ def write_l1_files(survey: Survey, store_path: Path, client, progress: bool) -> 
 
     directory = output_paths(survey.config)["l1"]
     directory.mkdir(parents=True, exist_ok=True)
-    truth = truth_table(survey)
     jobs = []
     for k, view in enumerate(survey.views):
         ie, isca = divmod(k, len(survey.scas))
@@ -388,17 +382,11 @@ def check_outputs(config: Config) -> None:
                           "choose another directory, or set output.overwrite: true "
                           "(or pass --overwrite)")
     directory = config.output.directory
-    if directory.exists() and not directory.is_dir():
-        raise OutputError(f"output.directory {directory}", "exists and is not a directory",
-                          "choose a directory path")
-    parent = next((p for p in (directory, *directory.parents) if p.exists()), Path("/"))
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"output.directory {directory}", "is not a writable directory",
-                          "choose a directory you can write to")
+    check_writable_directory(directory, f"output.directory {directory}")
 
 
 def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Path]:
-    """Run the survey: counts cube + truth to zarr, and the footprint PNG."""
+    """Run the survey: counts, ramps and truth to zarr, the L1 files, the footprint PNG."""
     from .cluster import compute, dask_client
 
     check_outputs(config)
@@ -414,20 +402,21 @@ def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Path]:
         if partial.exists():
             shutil.rmtree(partial)
         coords = store.exposure_coords(survey.views, survey.exposures, survey.scas)
-        ds = xr.Dataset(coords=coords, attrs=run_attrs(config))
+        ds = xr.Dataset(coords=coords)
         tasks = tile_tasks(survey)
         expected = expected_cube(survey, tasks)
         stages = []
         if "counts" in products:
-            ds = ds.merge(store.counts_dataset(counts_cube(survey, expected)))
+            ds = ds.merge(store.counts_dataset(counts_cube(expected, tasks)))
             stages.append("counts")
         if {"ramps", "l1"} & products:
             ds = ds.merge(store.ramps_dataset(ramp_cubes(survey, expected), survey.exposures))
             stages.append("L1 ramps")
         ds.attrs.update(run_attrs(config))
         delayed = store.write_group(ds, partial, compute=False)
+        truth = truth_table(survey)
         if "truth" in products:
-            store.write_group(store.truth_dataset(truth_table(survey)), partial, "truth")
+            store.write_group(store.truth_dataset(truth), partial, "truth")
         t0 = time.perf_counter()
         with dask_client(config.cluster, say) as client:
             if stages:
@@ -439,7 +428,7 @@ def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Path]:
             say(f"wrote {final}")
             if "l1" in products:
                 t0 = time.perf_counter()
-                files = write_l1_files(survey, final, client, config.cluster.progress)
+                files = write_l1_files(survey, truth, final, client, config.cluster.progress)
                 written["l1"] = files
                 say(f"L1: {len(files)} ASDF files in {paths['l1']} "
                     f"[{time.perf_counter() - t0:.1f} s]")
