@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     ref.add_argument("--ma-table", type=int, default=4,
                      help="numbered MA table of the dark and bias-correction cubes [4]")
     ref.add_argument("--tag", default="romandask", help="file name tag [romandask]")
+    ref.add_argument("--overwrite", action="store_true",
+                     help="replace reference files of the same names in OUTDIR")
     return p
 
 
@@ -77,8 +79,9 @@ def reffiles(args) -> None:
     from pathlib import Path
 
     from .config import N_PIX
-    from .detector.reference import SyntheticModel, write_reffiles
-    from .errors import ConfigError, check_writable_directory
+    from .detector.reference import (OPTIONAL_KINDS, REQUIRED_KINDS, SyntheticModel,
+                                     reffile_name, write_reffiles)
+    from .errors import ConfigError, OutputError, check_writable_directory
     from .instrument.matables import NUMBERED_TABLES, MATable
 
     scas = parse_scas(args.sca)
@@ -87,6 +90,13 @@ def reffiles(args) -> None:
                           f"use one of {', '.join(map(str, NUMBERED_TABLES))}")
     outdir = Path(args.outdir)
     check_writable_directory(outdir, str(outdir))
+    if not args.overwrite:
+        for sca in scas:
+            for kind in REQUIRED_KINDS + OPTIONAL_KINDS:
+                path = outdir / reffile_name(kind, args.tag, sca)
+                if path.exists():
+                    raise OutputError(str(path), "already exists",
+                                      "choose another directory or --tag, or pass --overwrite")
     table = MATable.numbered(args.ma_table)
     for sca in scas:
         t0 = time.perf_counter()

@@ -175,3 +175,20 @@ def test_store_has_no_l1_when_not_asked(make_config):
     ds = xr.open_zarr(written["store"])
     assert "ramps" not in ds and "l1" not in written
     assert (config.output.directory / store.STORE_NAME).exists()
+
+
+def test_reffiles_refuses_bad_input_and_existing_files(tmp_path, capsys):
+    """reffiles: one line, exit 2, and an existing file is left as it was."""
+    assert cli.main(["reffiles", str(tmp_path), "--sca", "19"]) == 2
+    assert "--sca" in capsys.readouterr().err
+    existing = tmp_path / "roman_wfi_gain_romandask_SCA03.asdf"
+    existing.write_bytes(b"mine")
+    assert cli.main(["reffiles", str(tmp_path), "--sca", "2..3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "already exists" in err and "--overwrite" in err
+    assert existing.read_bytes() == b"mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [existing.name]
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    assert cli.main(["reffiles", str(blocker / "sub")]) == 2
+    assert "not a writable directory" in capsys.readouterr().err

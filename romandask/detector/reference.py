@@ -1048,6 +1048,11 @@ def _take_science(array, ydet: np.ndarray, xdet: np.ndarray, out: np.ndarray) ->
 _STRIP = BLOCK
 
 
+def reffile_name(kind: str, tag: str, sca: int) -> str:
+    """``roman_wfi_<kind>_<tag>_SCA<NN>.asdf``, the name :func:`resolve_caldir` finds."""
+    return f"roman_wfi_{kind}_{tag}_SCA{sca:02d}.asdf"
+
+
 def write_reffiles(model: DetectorModel, outdir, ma_table: MATable,
                    tag: str = "romandask") -> dict[str, Path]:
     """Write the CALDIR of a full-frame model: one ASDF file per kind.
@@ -1065,7 +1070,7 @@ def write_reffiles(model: DetectorModel, outdir, ma_table: MATable,
     outdir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for kind in REQUIRED_KINDS + OPTIONAL_KINDS:
-        path = outdir / f"roman_wfi_{kind}_{tag}_SCA{model.sca:02d}.asdf"
+        path = outdir / reffile_name(kind, tag, model.sca)
         roman = _build_tree(kind, model, ma_table)
         roman["meta"] = {"reftype": kind.upper(), "origin": "romandask",
                          "instrument": {"name": "WFI", "detector": f"WFI{model.sca:02d}"},
