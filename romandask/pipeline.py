@@ -360,6 +360,8 @@ def write_l1_files(survey: Survey, truth: dict, store_path: Path, client,
 
     directory = output_paths(survey.config)["l1"]
     directory.mkdir(parents=True, exist_ok=True)
+    for stale in (*directory.glob("*_uncal.asdf"), *directory.glob("*.partial")):
+        stale.unlink()  # an overwritten run's files, which may name other exposures
     jobs = []
     for k, view in enumerate(survey.views):
         ie, isca = divmod(k, len(survey.scas))

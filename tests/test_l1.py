@@ -169,6 +169,18 @@ def test_caldir_errors_are_one_line(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_overwrite_replaces_every_l1_file(make_config):
+    """A rerun with --overwrite leaves only its own L1 files."""
+    config, _ = make_config({"survey": {"scas": [1]}, "detector": {"window": 32}})
+    first = run(config, say=quiet)["l1"]
+    assert len(first) == 2
+    fewer = replace(config, survey=replace(config.survey, exposures=config.survey.exposures[1:]),
+                    output=replace(config.output, overwrite=True))
+    second = run(fewer, say=quiet)["l1"]
+    assert sorted((config.output.directory / "l1").iterdir()) == sorted(second)
+    assert len(second) == 1
+
+
 def test_store_has_no_l1_when_not_asked(make_config):
     config, _ = make_config({"output": {"products": ["counts"]}})
     written = run(config, say=quiet)
