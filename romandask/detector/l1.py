@@ -76,16 +76,18 @@ def charge_key(seed: int, exposure: int, sca: int) -> int:
     return int(rng.generator(seed, "l1", exposure, sca).integers(2 ** 63, dtype=np.int64))
 
 
-def _extended(rows: tuple[int, int], cols: tuple[int, int], frame: int):
-    """Slices of the rectangle grown by one pixel, clipped to the frame, and the padding."""
-    r0, r1 = max(rows[0] - 1, 0), min(rows[1] + 1, frame)
-    c0, c1 = max(cols[0] - 1, 0), min(cols[1] + 1, frame)
-    pad = ((r0 - (rows[0] - 1), rows[1] + 1 - r1), (c0 - (cols[0] - 1), cols[1] + 1 - c1))
-    return (slice(r0, r1), slice(c0, c1)), pad
+def extended_region(model, rows: tuple[int, int], cols: tuple[int, int], depth: int):
+    """The Region of a frame rectangle grown by ``depth`` pixels on every side.
 
-
-def _pad(region, pad):
-    """Edge-pad every array of a Region on its last two axes."""
+    Beyond the frame, every array repeats its edge (reference pixels: no
+    signal, identity IPC).
+    """
+    frame = model.frame_shape[0]
+    r0, r1 = max(rows[0] - depth, 0), min(rows[1] + depth, frame)
+    c0, c1 = max(cols[0] - depth, 0), min(cols[1] + depth, frame)
+    pad = ((r0 - (rows[0] - depth), rows[1] + depth - r1),
+           (c0 - (cols[0] - depth), cols[1] + depth - c1))
+    region = model.region(slice(r0, r1), slice(c0, c1))
     out = {}
     for name, value in vars(region).items():
         if isinstance(value, np.ndarray) and value.ndim >= 2:
@@ -118,8 +120,7 @@ def simulate_tile(spec: L1Tile, model, expected: np.ndarray, readout: Readout,
     frame = spec.window + 2 * NBORDER
     (y0, y1), (x0, x1) = spec.rows, spec.cols
     ext_rows, ext_cols = (y0 - 1, y1 + 1), (x0 - 1, x1 + 1)
-    (rs, cs), pad = _extended(spec.rows, spec.cols, frame)
-    region = _pad(model.region(rs, cs), pad)
+    region = extended_region(model, spec.rows, spec.cols, 1)
     science = science_mask(ext_rows, ext_cols, frame)
     persistence = weights = None
     if previous is not None and spec.persistence_gap is not None:

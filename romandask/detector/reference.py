@@ -394,6 +394,10 @@ class DetectorModel(ABC):
     def amp33_std(self, rows: slice) -> np.ndarray:
         """White noise (float32, DN, (ny, 128)) of one amp33 sample."""
 
+    @abstractmethod
+    def reference_gain(self) -> float:
+        """The detector's typical gain (e-/DN): L2 rates are DN/s at this gain."""
+
     def dark_cube(self, rows: slice, cols: slice, ma_table: MATable) -> np.ndarray:
         """Mean raw level (float32, DN, (nresultants, ny, nx)) of a dark exposure.
 
@@ -492,6 +496,9 @@ class ScalarModel(DetectorModel):
 
     def t0(self, ma_table: MATable) -> float:
         return 0.0
+
+    def reference_gain(self) -> float:
+        return self.gain
 
     def amp33_med(self, rows: slice) -> np.ndarray:
         return np.full((len(self._detector_rows(rows)), CHANNEL_WIDTH), self.sref, np.float32)
@@ -642,6 +649,9 @@ class SyntheticModel(DetectorModel):
         # The forward model resets the well to Sref ("0 e-"), so the reference
         # level is the reset itself, consistent with dark_cube.
         return 0.0
+
+    def reference_gain(self) -> float:
+        return self.figures.gain
 
     def amp33_med(self, rows: slice) -> np.ndarray:
         return self._amp33_med[self._detector_rows(rows)]
@@ -886,6 +896,7 @@ class CalDirModel(DetectorModel):
         self.paths = paths
         self._ngroup = {}
         self._t0 = 0.0
+        self._reference_gain = None
         for kind in [k for k in REQUIRED_KINDS + OPTIONAL_KINDS if k in paths]:
             path = paths[kind]
             with _open(kind, path) as roman:
@@ -949,6 +960,14 @@ class CalDirModel(DetectorModel):
 
     def t0(self, ma_table: MATable) -> float:
         return self._t0
+
+    def reference_gain(self) -> float:
+        """The median gain of the science pixels of the whole SCA."""
+        if self._reference_gain is None:
+            with _open("gain", self.paths["gain"]) as roman:
+                science = np.asarray(roman["data"][NBORDER:-NBORDER, NBORDER:-NBORDER])
+            self._reference_gain = float(np.median(science))
+        return self._reference_gain
 
     def amp33_med(self, rows: slice) -> np.ndarray:
         return self._amp33("med", rows)
