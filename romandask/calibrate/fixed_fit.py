@@ -1,0 +1,434 @@
+"""Optimal fixed-weight ramp fit with jump detection (the seed's fitter).
+
+Model
+-----
+The resultants ``R_i`` of a pixel (linearised, in electrons) are the means of
+``n_i`` reads at times ``k * frame_time``.  Their differences
+``d_k = R_{k+1} - R_k`` remove the unknown reset level, and have covariance
+``Sigma = sigma^2 Sigma_r + rate Sigma_p``: ``Sigma_r`` from read noise
+(``var R_i = sigma^2 / n_i``), ``Sigma_p`` from the Poisson noise of the
+accumulated charge (``cov(R_i, R_j) = rate * tbar_i`` for ``i < j``, and
+``var R_i = rate * tau_i`` with ``tau_i = n_i^-2 sum_{a,b} min(t_a, t_b)``;
+Casertano 2022, Roman-STScI-000394).
+
+The slope is the generalised least-squares estimate from the kept
+differences, ``w = Sigma^-1 dt / (dt' Sigma^-1 dt)``, with the weights
+computed once for an assumed ratio ``u = rate / sigma^2`` (the seed's
+``RAMP_OPT_PARS``: slope 0.4 DN/s, gain 1.8 e-/DN, sigma_read 6.5 DN), so
+every pixel uses the same weights for the same set of differences: the fit
+is linear in the data, unbiased for any rate, and close to optimal near the
+design rate.  The variances of the slope follow from the pixel's own read
+noise and fitted rate: ``var_rnoise = sigma^2 w' Sigma_r w`` and
+``var_poisson = max(slope, 0) w' Sigma_p w``.
+
+Jumps (Sharma & Casertano 2024, PASP 136, 054504, as the seed uses them):
+for each difference, and each pair of adjacent differences, the local slope
+minus the global one, divided by its standard deviation (which accounts for
+the shared data), is a significance.  The largest significance above the
+threshold ``S(slope)`` marks a jump: its difference (or pair) is dropped and
+the pixel refitted, until none is left above the threshold.  ``S`` runs
+log-linearly from ``SthreshA`` at slopes <= ``IthreshA`` to ``SthreshB`` at
+slopes >= ``IthreshB`` (slopes in DN/s, with the pixel's gain).  Only
+upward jumps are flagged (cosmic rays deposit charge).
+
+Resultants flagged SATURATED or DO_NOT_USE are left out; differences join
+consecutive usable resultants.  A pixel with fewer than two usable
+resultants, or no difference left, has no slope (NaN, DO_NOT_USE).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from roman_datamodels.dqflags import group as groupflags
+from roman_datamodels.dqflags import pixel as pixelflags
+
+__all__ = ["JumpThresholds", "RampOptimization", "RampTimes", "fit_fixed"]
+
+_EXCLUDE = np.uint32(groupflags.SATURATED | groupflags.DO_NOT_USE)
+_JUMP = np.uint32(pixelflags.JUMP_DET)
+_NO_SLOPE = np.uint32(pixelflags.DO_NOT_USE)
+
+
+@dataclass(frozen=True)
+class JumpThresholds:
+    """The seed's ``JUMP_DETECT_PARS`` (sigma thresholds at slopes in DN/s)."""
+
+    SthreshA: float = 5.5
+    SthreshB: float = 4.5
+    IthreshA: float = 1.0
+    IthreshB: float = 1000.0
+
+    def __post_init__(self):
+        if not 0 < self.IthreshA < self.IthreshB:
+            raise ValueError("JUMP_DETECT_PARS needs 0 < IthreshA < IthreshB, got "
+                             f"{self.IthreshA} and {self.IthreshB}")
+        if not (self.SthreshA > 0 and self.SthreshB > 0):
+            raise ValueError("JUMP_DETECT_PARS thresholds SthreshA and SthreshB must be > 0")
+
+    def threshold(self, slope_dn):
+        """The significance threshold at a slope (DN/s)."""
+        x = np.clip(slope_dn, self.IthreshA, self.IthreshB)
+        frac = np.log(x / self.IthreshA) / np.log(self.IthreshB / self.IthreshA)
+        return self.SthreshA + (self.SthreshB - self.SthreshA) * frac
+
+
+@dataclass(frozen=True)
+class RampOptimization:
+    """The rate the fixed weights are optimal for (the seed's ``RAMP_OPT_PARS``)."""
+
+    slope: float = 0.4        # DN/s
+    gain: float = 1.8         # e-/DN
+    sigma_read: float = 6.5   # DN
+
+    @property
+    def u(self) -> float:
+        """rate / sigma^2 in electrons: 1/s."""
+        return self.slope / self.gain / self.sigma_read ** 2
+
+
+@dataclass(frozen=True)
+class RampTimes:
+    """Per-resultant timing of a read pattern: reads per resultant, tbar, tau, covariances."""
+
+    nreads: np.ndarray   # (nres,)
+    tbar: np.ndarray     # (nres,) s
+    cov_read: np.ndarray     # (nres, nres) resultant covariance per unit read variance
+    cov_poisson: np.ndarray  # (nres, nres) per unit rate (s)
+
+    @classmethod
+    def from_pattern(cls, read_pattern, frame_time: float) -> "RampTimes":
+        nres = len(read_pattern)
+        times = [np.asarray(reads, np.float64) * frame_time for reads in read_pattern]
+        n = np.array([len(t) for t in times], np.float64)
+        tbar = np.array([t.mean() for t in times])
+        cp = np.empty((nres, nres))
+        for i in range(nres):
+            for j in range(nres):
+                cp[i, j] = np.minimum.outer(times[i], times[j]).mean()
+        return cls(n, tbar, np.diag(1.0 / n), cp)
+
+
+# --------------------------------------------------------------------------
+# compiled kernel
+# --------------------------------------------------------------------------
+
+@numba.njit(cache=True, nogil=True)
+def _solve_spd(a, b):
+    """Solve a x = b for a small symmetric positive-definite a (Cholesky)."""
+    m = a.shape[0]
+    low = np.zeros((m, m))
+    for i in range(m):
+        for j in range(i + 1):
+            s = a[i, j]
+            for k in range(j):
+                s -= low[i, k] * low[j, k]
+            if i == j:
+                low[i, i] = math.sqrt(max(s, 1e-300))
+            else:
+                low[i, j] = s / low[j, j]
+    y = np.empty(m)
+    for i in range(m):
+        s = b[i]
+        for k in range(i):
+            s -= low[i, k] * y[k]
+        y[i] = s / low[i, i]
+    x = np.empty(m)
+    for i in range(m - 1, -1, -1):
+        s = y[i]
+        for k in range(i + 1, m):
+            s -= low[k, i] * x[k]
+        x[i] = s / low[i, i]
+    return x
+
+
+@numba.njit(cache=True, nogil=True)
+def _diff_cov(cov, good, m):
+    """Covariance of the differences of consecutive usable resultants."""
+    out = np.empty((m - 1, m - 1))
+    for k in range(m - 1):
+        a0, a1 = good[k], good[k + 1]
+        for l in range(m - 1):
+            b0, b1 = good[l], good[l + 1]
+            out[k, l] = cov[a1, b1] - cov[a1, b0] - cov[a0, b1] + cov[a0, b0]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _quad(v, mat, idx, nk):
+    s = 0.0
+    for i in range(nk):
+        for j in range(nk):
+            s += v[i] * mat[idx[i], idx[j]] * v[j]
+    return s
+
+
+@numba.njit(cache=True, nogil=True)
+def _fit_pixel(r, good, m, nreads, tbar, cr, cp, u, sig2, gain, thr, out):
+    """Fit one pixel with usable resultants ``good[:m]``; returns the jump flag.
+
+    ``out`` receives (slope, var_rnoise, var_poisson, Poisson coefficient);
+    thr = (SA, SB, IA, IB).
+    """
+    nd = m - 1
+    sr = _diff_cov(cr, good, m)
+    sp = _diff_cov(cp, good, m)
+    d = np.empty(nd)
+    dt = np.empty(nd)
+    for k in range(nd):
+        d[k] = r[good[k + 1]] - r[good[k]]
+        dt[k] = tbar[good[k + 1]] - tbar[good[k]]
+    keep = np.ones(nd, np.bool_)
+    pending = np.full(2, -1, np.int64)
+    jumped = False
+    idx = np.empty(nd, np.int64)
+    w = np.empty(nd)
+    v = np.empty(nd)
+    while True:
+        nk = 0
+        for k in range(nd):
+            if keep[k]:
+                idx[nk] = k
+                nk += 1
+        if nk == 0:
+            out[0] = np.nan
+            out[1] = np.nan
+            out[2] = np.nan
+            out[3] = np.nan
+            return jumped
+        sig = np.empty((nk, nk))
+        rhs = np.empty(nk)
+        for i in range(nk):
+            rhs[i] = dt[idx[i]]
+            for j in range(nk):
+                sig[i, j] = sr[idx[i], idx[j]] + u * sp[idx[i], idx[j]]
+        x = _solve_spd(sig, rhs)
+        norm = 0.0
+        for i in range(nk):
+            norm += x[i] * rhs[i]
+        slope = 0.0
+        for i in range(nk):
+            w[i] = x[i] / norm
+            slope += w[i] * d[idx[i]]
+        rate = max(slope, 0.0)
+        # a neighbour of the last jump that rises by more than 2 sigma shares it
+        dropped = False
+        for nb in pending:
+            if nb >= 0 and keep[nb]:
+                excess = d[nb] - slope * dt[nb]
+                if excess > 2.0 * math.sqrt(sig2 * sr[nb, nb] + rate * sp[nb, nb]):
+                    keep[nb] = False
+                    dropped = True
+        pending[:] = -1
+        if dropped:
+            continue
+        # jump search over single and adjacent pairs of kept differences
+        slope_dn = min(max(slope / gain, thr[2]), thr[3])
+        frac = math.log(slope_dn / thr[2]) / math.log(thr[3] / thr[2])
+        limit = thr[0] + (thr[1] - thr[0]) * frac
+        best = limit
+        best_k = -1
+        best_pair = False
+        if nk > 1:
+            for i in range(nk):
+                for span in range(1, 3):
+                    if span == 2 and (i + 1 >= nk or idx[i + 1] != idx[i] + 1):
+                        continue
+                    tot = dt[idx[i]] + (dt[idx[i + 1]] if span == 2 else 0.0)
+                    local = d[idx[i]] + (d[idx[i + 1]] if span == 2 else 0.0)
+                    for j in range(nk):
+                        v[j] = -w[j]
+                    v[i] += 1.0 / tot
+                    if span == 2:
+                        v[i + 1] += 1.0 / tot
+                    var = sig2 * _quad(v, sr, idx, nk) + rate * _quad(v, sp, idx, nk)
+                    if var <= 0.0:
+                        continue
+                    s = (local / tot - slope) / math.sqrt(var)
+                    if s > best:
+                        best = s
+                        best_k = idx[i]
+                        best_pair = span == 2
+        if best_k < 0:
+            out[0] = slope
+            out[1] = sig2 * _quad(w, sr, idx, nk)
+            out[3] = _quad(w, sp, idx, nk)
+            out[2] = rate * out[3]
+            return jumped
+        jumped = True
+        last = best_k + 1 if best_pair else best_k
+        for k in range(best_k, last + 1):
+            keep[k] = False
+        # a cosmic ray that arrives within a resultant of several reads raises
+        # both differences that share it: check the neighbours against the
+        # refitted slope
+        pending[0] = best_k - 1 if best_k >= 1 and nreads[good[best_k]] > 1 else -1
+        pending[1] = last + 1 if last + 1 < nd and nreads[good[last + 1]] > 1 else -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _full_ramp(tbar, cr, cp, u, nres):
+    """Weights and jump-test coefficients of a ramp with every resultant usable.
+
+    Returns the weights ``w`` (nres - 1), then per test (single differences,
+    then adjacent pairs): the first difference, the span (1 or 2), and the
+    read and Poisson coefficients of the variance of local minus global slope.
+    """
+    good = np.arange(nres)
+    nd = nres - 1
+    sr = _diff_cov(cr, good, nres)
+    sp = _diff_cov(cp, good, nres)
+    dt = np.empty(nd)
+    for k in range(nd):
+        dt[k] = tbar[k + 1] - tbar[k]
+    sig = sr + u * sp
+    x = _solve_spd(sig, dt)
+    w = x / np.sum(x * dt)
+    ntest = nd + max(nd - 1, 0) if nd > 1 else 0
+    first = np.empty(ntest, np.int64)
+    span = np.empty(ntest, np.int64)
+    coef_r = np.empty(ntest)
+    coef_p = np.empty(ntest)
+    idx = np.arange(nd)
+    t = 0
+    if nd > 1:
+        for s in range(1, 3):
+            for k in range(nd - s + 1):
+                v = -w.copy()
+                tot = 0.0
+                for j in range(k, k + s):
+                    tot += dt[j]
+                for j in range(k, k + s):
+                    v[j] += 1.0 / tot
+                first[t] = k
+                span[t] = s
+                coef_r[t] = _quad(v, sr, idx, nd)
+                coef_p[t] = _quad(v, sp, idx, nd)
+                t += 1
+    return w, dt, first, span, coef_r, coef_p, _quad(w, sr, idx, nd), _quad(w, sp, idx, nd)
+
+
+@numba.njit(cache=True, nogil=True)
+def _fit_all(data, gdq, sig2, gain, nreads, tbar, cr, cp, u, thr, exclude,
+             slope, var_r, coef_p, flags):
+    nres, npix = data.shape
+    w, dt, first, span, tr, tp, wr, wp = _full_ramp(tbar, cr, cp, u, nres)
+    nd = nres - 1
+    ntest = first.shape[0]
+    log_ratio = math.log(thr[3] / thr[2])
+    good = np.empty(nres, np.int64)
+    r = np.empty(nres)
+    d = np.empty(max(nd, 1))
+    out = np.empty(4)
+    for p in range(npix):
+        m = 0
+        for i in range(nres):
+            if gdq[i, p] & exclude:
+                # nothing after a saturated resultant is usable
+                if gdq[i, p] & np.uint32(2):
+                    break
+                continue
+            good[m] = i
+            m += 1
+        for i in range(nres):
+            r[i] = data[i, p]
+        if m < 2:
+            slope[p] = np.nan
+            var_r[p] = np.nan
+            coef_p[p] = np.nan
+            flags[p] |= np.uint32(1)
+            continue
+        if m == nres:
+            # every resultant usable: precomputed weights, and a jump search
+            # that only falls back to the general fit if something is found
+            s = 0.0
+            for k in range(nd):
+                d[k] = r[k + 1] - r[k]
+                s += w[k] * d[k]
+            rate = max(s, 0.0)
+            slope_dn = min(max(s / gain[p], thr[2]), thr[3])
+            limit = thr[0] + (thr[1] - thr[0]) * math.log(slope_dn / thr[2]) / log_ratio
+            clean = True
+            for t in range(ntest):
+                k = first[t]
+                local = d[k]
+                tot = dt[k]
+                if span[t] == 2:
+                    local += d[k + 1]
+                    tot += dt[k + 1]
+                var = sig2[p] * tr[t] + rate * tp[t]
+                if var > 0.0 and (local / tot - s) > limit * math.sqrt(var):
+                    clean = False
+                    break
+            if clean:
+                slope[p] = s
+                var_r[p] = sig2[p] * wr
+                coef_p[p] = wp
+                continue
+        jumped = _fit_pixel(r, good, m, nreads, tbar, cr, cp, u, sig2[p], gain[p], thr, out)
+        slope[p] = out[0]
+        var_r[p] = out[1]
+        coef_p[p] = out[3]
+        if jumped:
+            flags[p] |= np.uint32(4)
+        if math.isnan(out[0]):
+            flags[p] |= np.uint32(1)
+
+
+def fit_fixed(resultants, groupdq, read_noise, gain, times: RampTimes,
+              thresholds: JumpThresholds = JumpThresholds(),
+              optimization: RampOptimization = RampOptimization(),
+              use_jump: bool = True) -> dict[str, np.ndarray]:
+    """Fit every pixel's ramp with fixed optimal weights and flag jumps.
+
+    Parameters
+    ----------
+    resultants : ndarray (nres, ny, nx)
+        Linearised resultants in electrons.
+    groupdq : ndarray (nres, ny, nx)
+        Group flags; SATURATED and DO_NOT_USE resultants are left out (and
+        everything after the first SATURATED one).
+    read_noise : ndarray (ny, nx)
+        Read noise of one read, electrons.
+    gain : ndarray (ny, nx)
+        e-/DN, for the thresholds, which are set in DN/s.
+    times : RampTimes
+        The read pattern's timing.
+
+    Returns
+    -------
+    dict with ``slope`` (e-/s), ``var_rnoise`` and ``var_poisson`` ((e-/s)^2,
+    the latter from the pixel's own slope), ``poisson_coeff`` (s: the
+    Poisson variance per unit rate, so that another rate estimate can set it),
+    all float32 (ny, nx), NaN where there is no slope; and ``dq`` (uint32:
+    JUMP_DET, DO_NOT_USE).
+    """
+    nres, ny, nx = resultants.shape
+    data = np.ascontiguousarray(resultants, np.float64).reshape(nres, -1)
+    gdq = np.ascontiguousarray(groupdq, np.uint32).reshape(nres, -1)
+    sig2 = np.ascontiguousarray(np.broadcast_to(np.asarray(read_noise, np.float64) ** 2,
+                                                (ny, nx))).ravel()
+    g = np.ascontiguousarray(np.broadcast_to(np.asarray(gain, np.float64), (ny, nx))).ravel()
+    npix = ny * nx
+    slope = np.empty(npix)
+    var_r = np.empty(npix)
+    coef_p = np.empty(npix)
+    flags = np.zeros(npix, np.uint32)
+    thr = np.array([thresholds.SthreshA, thresholds.SthreshB,
+                    thresholds.IthreshA, thresholds.IthreshB], np.float64)
+    if not use_jump:
+        thr[:2] = np.inf
+    _fit_all(data, gdq, sig2, g, times.nreads, times.tbar, times.cov_read, times.cov_poisson,
+             float(optimization.u), thr, _EXCLUDE, slope, var_r, coef_p, flags)
+    flags = np.where(flags & 4, _JUMP, 0) | np.where(flags & 1, _NO_SLOPE, 0)
+    shape = (ny, nx)
+    slope = slope.reshape(shape)
+    coef_p = coef_p.reshape(shape)
+    return {"slope": slope.astype(np.float32),
+            "var_rnoise": var_r.reshape(shape).astype(np.float32),
+            "var_poisson": (np.maximum(slope, 0.0) * coef_p).astype(np.float32),
+            "poisson_coeff": coef_p.astype(np.float32),
+            "dq": flags.reshape(shape).astype(np.uint32)}

@@ -1,0 +1,157 @@
+"""The L1 -> L2 calibration steps, each a pure function of numpy arrays.
+
+Each step inverts one stage of the forward model (:mod:`romandask.detector`),
+in the order the signal passed through them, last stage first:
+
+1. data quality: the pixel flags of the reference files (``mask``, and the
+   linearity file's ``dq``);
+2. saturation: a resultant at or above the saturation level, less a noise
+   margin, is SATURATED, and so is every later one.  A resultant that averages
+   several reads is diluted by its unsaturated reads, so the resultant before
+   a saturated one is flagged too when its level is above the fraction
+   ``tbar / t_last`` of the well that a linear ramp reaching saturation at its
+   last read would have (stcal's treatment of averaged reads);
+3. reference pixels: the 1/f noise common to all channels is read off the
+   amp33 output row by row, and each channel's offset off its top and bottom
+   reference rows (romanimpreprocess's ``reference_subtraction``);
+4. bias correction: the ``biascorr`` cube is subtracted;
+5. linearity: the Legendre curve maps raw DN to linearised DN; signals beyond
+   ``[Smin, Smax]`` follow its tangent and are flagged NO_LIN_CORR;
+6. inter-pixel capacitance: the gain turns DN into electrons, and the
+   ``ipc4d`` kernels are inverted to second order,
+   ``Q = (1 - A + A^2) O`` with ``A = K - 1``, which needs a halo of two
+   pixels (the error, ``A^3``, is ~2e-4 of the local contrast);
+7. ramp fitting with jump detection (:mod:`.fixed_fit` or stcal's);
+8. dark current, flat field (QE) and the pixel area, and the conversion
+   to DN/s at the detector's reference gain.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from roman_datamodels.dqflags import group as groupflags
+from roman_datamodels.dqflags import pixel as pixelflags
+
+from ..detector.reference import NCHAN, Region, legendre_value
+
+__all__ = [
+    "apply_reference_correction",
+    "flag_saturation",
+    "ipc_correct",
+    "linearize_cube",
+    "reference_offsets",
+]
+
+_SATURATED = np.uint8(groupflags.SATURATED)
+
+
+def flag_saturation(signal: np.ndarray, saturation: np.ndarray, sref: np.ndarray,
+                    read_pattern, frame_time: float, margin: np.ndarray) -> np.ndarray:
+    """SATURATED group flags (uint8, like ``signal``) of raw resultants.
+
+    ``signal`` (nres, ny, nx) is the raw data less the bias correction (DN);
+    ``saturation`` and ``sref`` the raw saturation and reset levels; ``margin``
+    (DN, broadcasting) the noise allowance below the saturation level.
+    """
+    nres = signal.shape[0]
+    threshold = saturation - margin
+    full = signal >= threshold[None]
+    tbar = np.array([np.mean(r) for r in read_pattern]) * frame_time
+    tlast = np.array([r[-1] for r in read_pattern]) * frame_time
+    flagged = np.zeros(signal.shape, bool)
+    flagged[:] = full
+    for i in range(nres - 1):
+        # diluted: the next resultant is saturated, and this one is as high as
+        # a linear ramp saturating at its last read would be
+        level = sref + (threshold - sref) * (tbar[i] / tlast[i])
+        flagged[i] |= full[i + 1] & (signal[i] >= level)
+    # once saturated, always saturated
+    flagged = np.logical_or.accumulate(flagged, axis=0)
+    return np.where(flagged, _SATURATED, np.uint8(0))
+
+
+def reference_offsets(ref_rows: np.ndarray, ref_level: np.ndarray, ref_channels: np.ndarray,
+                      ref_row_index: np.ndarray, amp33: np.ndarray | None,
+                      amp33_level: np.ndarray | None, m_pink: float,
+                      times: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Row-by-row common noise and per-channel offsets of one exposure.
+
+    Parameters
+    ----------
+    ref_rows : (nres, 8, nx) the top and bottom reference rows of the frame, DN.
+    ref_level : (8, nx) their expected level (the reference pixels' bias).
+    ref_channels : (nx,) the readout channel of each frame column.
+    ref_row_index : (8,) the frame rows of ``ref_rows``.
+    amp33 : (nres, nrows, 128) the reference output, or None.
+    amp33_level : (nrows, 128) its median level.
+    m_pink : its coupling to the common noise; 0 turns the row correction off.
+    times : (nres,) mean times of the resultants; if given, each channel's
+        offsets are a straight line in time fitted to the reference rows.
+
+    Returns
+    -------
+    common : (nres, nrows) DN to subtract from every pixel of a row.
+    channel : (nres, 32) DN to subtract from every pixel of a channel.
+    """
+    nres = ref_rows.shape[0]
+    nrows = amp33.shape[1] if amp33 is not None else None
+    if amp33 is not None and m_pink:
+        common = ((amp33.astype(np.float64).mean(axis=2)
+                   - amp33_level.astype(np.float64).mean(axis=1)[None]) / m_pink)
+    else:
+        nrows = nrows if nrows is not None else int(ref_row_index.max()) + 1
+        common = np.zeros((nres, nrows))
+    resid = (ref_rows.astype(np.float64) - ref_level[None]
+             - common[:, ref_row_index, None])
+    channel = np.zeros((nres, NCHAN))
+    for c in np.unique(ref_channels):
+        channel[:, c] = resid[:, :, ref_channels == c].mean(axis=(1, 2))
+    if times is not None and nres > 1:
+        # the bias of a channel drifts slowly: fit a line in time, rather than
+        # carry each resultant's noise in eight rows into every pixel
+        t = np.asarray(times, np.float64)
+        design = np.stack([np.ones_like(t), t - t.mean()], axis=1)
+        coeffs, *_ = np.linalg.lstsq(design, channel, rcond=None)
+        channel = design @ coeffs
+    return common.astype(np.float32), channel.astype(np.float32)
+
+
+def apply_reference_correction(data: np.ndarray, common_rows: np.ndarray,
+                               channel_cols: np.ndarray) -> np.ndarray:
+    """``data`` (nres, ny, nx) less the row (nres, ny) and column-channel (nres, nx) terms."""
+    return data - common_rows[:, :, None] - channel_cols[:, None, :]
+
+
+def linearize_cube(raw: np.ndarray, region: Region, usable: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Linearised signal (float64 DN) and NO_LIN_CORR pixel flags (uint32).
+
+    A pixel is flagged where a usable resultant lies beyond [Smin, Smax].
+    """
+    smin = region.smin.astype(np.float64)
+    z = -1.0 + 2.0 * (raw - smin) / (region.smax - smin)
+    value = legendre_value(z, region.lin_coeffs)[0]
+    outside = ((np.abs(z) > 1.0) & usable).any(axis=0)
+    return value, np.where(outside, np.uint32(pixelflags.NO_LIN_CORR), np.uint32(0))
+
+
+def _apply_ipc(charge: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """What the detector senses from ``charge`` (..., H, W): (..., H - 2, W - 2)."""
+    H, W = charge.shape[-2:]
+    out = np.zeros(charge.shape[:-2] + (H - 2, W - 2), charge.dtype)
+    for dy in range(3):
+        for dx in range(3):
+            sy, sx = slice(2 - dy, H - dy), slice(2 - dx, W - dx)
+            out += kernel[dy, dx, sy, sx] * charge[..., sy, sx]
+    return out
+
+
+def ipc_correct(observed: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Charge collected, to second order, from the charge sensed.
+
+    ``observed`` (..., H, W) and ``kernel`` (3, 3, H, W) in the ipc4d
+    convention; returns (..., H - 4, W - 4), the interior.
+    """
+    first = _apply_ipc(observed, kernel) - observed[..., 1:-1, 1:-1]       # A O
+    second = _apply_ipc(first, kernel[:, :, 1:-1, 1:-1]) - first[..., 1:-1, 1:-1]  # A A O
+    return observed[..., 2:-2, 2:-2] - first[..., 1:-1, 1:-1] + second
