@@ -1,0 +1,234 @@
+"""L1 -> L2 calibration: closure on simulated truth, jumps, saturation, fitters."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pytest
+from roman_datamodels.dqflags import pixel as pixelflags
+
+from romandask import rng
+from romandask.calibrate import steps
+from romandask.calibrate.core import CalOptions, calibrate_frame
+from romandask.calibrate.fixed_fit import JumpThresholds
+from romandask.detector.l1 import L1Tile, simulate_tile
+from romandask.detector.readout import make_readout
+from romandask.detector.reference import (MEAN_IPC, NBORDER, ScalarModel, SyntheticModel,
+                                          linearize)
+from romandask.instrument.matables import MATable
+
+N = 128                     # science window of the test frames
+SKY = 0.7                   # e-/s per pixel
+TABLE = MATable.numbered(4)
+FRAMES = 20                 # independent exposures: the correlated read noise left
+                            # after reference-pixel correction moves every pixel of a
+                            # row together, so one frame's mean pull scatters by ~0.08
+BAD = pixelflags.DO_NOT_USE | pixelflags.SATURATED | pixelflags.JUMP_DET
+
+
+def _stars(exposure: int, n: int, flux_range=(4.0, 5.3)):
+    """Isolated Gaussian stars on a grid with a random sub-pixel offset: (y, x, flux, sigma)."""
+    g = np.random.default_rng(100 + exposure)
+    out = []
+    for cy in range(24, n + 8 - 20, 30):
+        for cx in range(24, n + 8 - 20, 30):
+            y, x = cy + g.uniform(-2, 2), cx + g.uniform(-2, 2)
+            out.append((y, x, 10 ** g.uniform(*flux_range), 1.2))
+    return out
+
+
+def _expected(stars, n: int, sky: float = SKY):
+    """Electrons over the exposure on the frame grown by one pixel (frame coordinates + 1)."""
+    side = n + 10
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float64) - 1.0
+    img = np.full((side, side), sky * TABLE.exposure_time)
+    for y, x, flux, s in stars:
+        img += flux * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * s * s)) / (2 * np.pi * s * s)
+    return img
+
+
+@lru_cache(maxsize=None)
+def _frame(kind: str, exposure: int, cosmic_rays: float, bright: bool = False):
+    """Simulate one frame: (model, expected, stars, data, amp33, readout)."""
+    seed, sca = 11, 4
+    model = (SyntheticModel(seed, sca, N) if kind == "synthetic"
+             else ScalarModel(sca, N, reset_noise=20.0))
+    stars = _stars(exposure, N, (5.9, 6.3) if bright else (4.5, 5.5))
+    expected = _expected(stars, N)
+    readout = make_readout(model, TABLE, rng.generator(seed, "readout", exposure, sca),
+                           cosmic_rays)
+    n = N + 2 * NBORDER
+    spec = L1Tile(seed, exposure, sca, 0, (0, n), (0, n), N, TABLE, TABLE.nresultants)
+    data, _ = simulate_tile(spec, model, expected, readout)
+    return model, expected, stars, data, readout.amp33, readout
+
+
+@lru_cache(maxsize=None)
+def _calibrated(kind: str, exposure: int, cosmic_rays: float, fitter: str, bright=False):
+    model, expected, stars, data, amp33, readout = _frame(kind, exposure, cosmic_rays, bright)
+    l2 = calibrate_frame(data, amp33, model, TABLE, CalOptions(fitter=fitter), tile=64)
+    inner = (slice(1 + NBORDER, -1 - NBORDER),) * 2
+    truth = expected[inner] / TABLE.exposure_time / model.reference_gain()  # DN/s
+    return l2, truth
+
+
+def _sky_mask(stars, radius=12.0):
+    yy, xx = np.mgrid[0:N, 0:N] + NBORDER
+    far = np.ones((N, N), bool)
+    for y, x, _, _ in stars:
+        far &= (yy - y) ** 2 + (xx - x) ** 2 > radius ** 2
+    return far
+
+
+@pytest.mark.parametrize("fitter", ["ols_cas22", "fixed"])
+def test_closure_recovers_star_fluxes_and_sky_noise(fitter):
+    """Every detector effect on (CRs, non-linearity, IPC, dark, flat, bias, 1/f noise):
+    calibrating with the same model recovers the truth within the predicted noise."""
+    pulls, recovered, true = [], 0.0, 0.0
+    for exposure in range(1, FRAMES + 1):
+        l2, truth = _calibrated("synthetic", exposure, 8.0, fitter)
+        _, _, stars, *_ = _frame("synthetic", exposure, 8.0)
+        ok = _sky_mask(stars) & ((l2["dq"] & BAD) == 0)
+        pulls.append(((l2["data"] - truth) / l2["err"])[ok])
+        for y, x, _, _ in stars:
+            yi, xi = int(round(y)) - NBORDER, int(round(x)) - NBORDER
+            box = (slice(yi - 6, yi + 7), slice(xi - 6, xi + 7))
+            assert np.isfinite(l2["data"][box]).all()
+            star = truth[box].sum() - SKY / 2.0 * truth[box].size  # DN/s at 2 e-/DN
+            recovered += star + (l2["data"][box] - truth[box]).sum()
+            true += star
+    pulls = np.concatenate(pulls)
+    assert pulls.size > FRAMES * 8000
+    assert abs(pulls.std() - 1.0) < 0.05, pulls.std()
+    assert abs(pulls.mean()) < 0.05, pulls.mean()
+    assert abs(recovered / true - 1.0) < 0.005, recovered / true
+
+
+def _cr_sigma(model, expected, readout, read_noise_dn):
+    """Per cosmic-ray deposit: (frame y, x, electrons, the sigma of its resultant difference)."""
+    crs = readout.cosmic_rays
+    reads = np.array([len(r) for r in TABLE.read_pattern])
+    first = np.array([r[0] for r in TABLE.read_pattern])
+    last = np.array([r[-1] for r in TABLE.read_pattern])
+    j = np.searchsorted(last, crs.read)             # the resultant holding the read
+    keep = (j > 0) & (crs.read > first[0])
+    y, x, e, j = crs.y[keep], crs.x[keep], crs.electrons[keep], j[keep]
+    region = model.region(slice(0, N + 8), slice(0, N + 8))
+    gain = region.gain[y, x]
+    rn = read_noise_dn[y, x] * gain
+    rate = expected[y + 1, x + 1] / TABLE.exposure_time
+    dt = TABLE.tbar[j] - TABLE.tbar[j - 1]
+    sigma = np.sqrt(rn ** 2 * (1.0 / reads[j] + 1.0 / reads[j - 1]) + rate * dt)
+    return y, x, e, sigma
+
+
+@pytest.mark.parametrize("fitter", ["ols_cas22", "fixed"])
+def test_jumps_flagged_and_few_false_flags(fitter):
+    from romandask.calibrate.core import effective_read_noise
+
+    found = total = 0
+    for exposure in range(1, FRAMES + 1):
+        model, expected, _, _, _, readout = _frame("synthetic", exposure, 8.0)
+        l2, _ = _calibrated("synthetic", exposure, 8.0, fitter)
+        noise = effective_read_noise(model, model.region(slice(0, N + 8), slice(0, N + 8))
+                                     .read_noise)
+        y, x, e, sigma = _cr_sigma(model, expected, readout, noise)
+        science = (y >= NBORDER) & (y < N + NBORDER) & (x >= NBORDER) & (x < N + NBORDER)
+        big = science & (e > 10 * sigma)
+        dq = l2["dq"][y[big] - NBORDER, x[big] - NBORDER]
+        usable = (dq & (pixelflags.SATURATED | pixelflags.DO_NOT_USE)) == 0
+        found += int(((dq & pixelflags.JUMP_DET) != 0)[usable].sum())
+        total += int(usable.sum())
+    assert total > 200
+    assert found / total >= 0.95, (found, total)
+
+    false = pixels = 0
+    for exposure in range(1, 9):
+        l2, _ = _calibrated("synthetic", exposure, 0.0, fitter)
+        false += int(((l2["dq"] & pixelflags.JUMP_DET) != 0).sum())
+        pixels += l2["dq"].size
+    assert false / pixels < 1e-4, (false, pixels)
+
+
+def test_saturated_pixels_flagged_and_fitted_from_earlier_resultants():
+    """Bright stars fill their wells mid-ramp: SATURATED, with rates from what came before."""
+    model, expected, stars, data, amp33, readout = _frame("synthetic", 1, 0.0, bright=True)
+    l2, truth = _calibrated("synthetic", 1, 0.0, "fixed", bright=True)
+    sat = (l2["dq"] & pixelflags.SATURATED) != 0
+    # the truth: a pixel saturates if its charge reaches the well during the exposure
+    region = model.region(slice(NBORDER, N + NBORDER), slice(NBORDER, N + NBORDER))
+    well = linearize(region.saturation, region)   # the linearised signal of a full well
+    rate = expected[1 + NBORDER:-1 - NBORDER, 1 + NBORDER:-1 - NBORDER] / \
+        TABLE.exposure_time / region.gain * region.flat
+    signal = rate * TABLE.exposure_time            # linearised DN at the last read
+    assert (signal > 1.02 * well).sum() > 20
+    assert sat[signal > 1.02 * well].all()
+    assert not sat[signal < 0.8 * well].any()
+    measured = sat & np.isfinite(l2["data"])
+    assert measured.sum() > 10
+    pull = (l2["data"] - truth)[measured] / l2["err"][measured]
+    assert np.abs(pull).max() < 5 and abs(pull.mean()) < 1.0, pull
+
+
+def test_fixed_weight_fit_agrees_with_ols_cas22():
+    """On ramps without jumps the two fits differ by well under their errors."""
+    l2f, _ = _calibrated("synthetic", 2, 0.0, "fixed")
+    l2c, _ = _calibrated("synthetic", 2, 0.0, "ols_cas22")
+    ok = ((l2f["dq"] | l2c["dq"]) & BAD) == 0
+    diff = np.abs(l2f["data"] - l2c["data"])[ok] / l2c["err"][ok]
+    assert ok.sum() > 0.95 * ok.size
+    # two unbiased fits of the same data with different weights
+    assert (diff < 1.0).mean() > 0.999, np.sort(diff)[-5:]
+    assert np.median(diff) < 0.2
+    bias = (l2f["data"] - l2c["data"])[ok] / l2c["err"][ok]
+    assert abs(bias.mean()) < 0.02
+
+
+def test_tiling_does_not_change_the_result():
+    model, _, _, data, amp33, _ = _frame("synthetic", 3, 8.0)
+    a = calibrate_frame(data, amp33, model, TABLE, CalOptions(fitter="fixed"), tile=64)
+    b = calibrate_frame(data, amp33, model, TABLE, CalOptions(fitter="fixed"), tile=48)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_ipc_correction_inverts_the_kernel():
+    g = np.random.default_rng(1)
+    charge = g.uniform(0, 1000, (40, 40))
+    charge[18:22, 18:22] += 1e5
+    kernel = np.broadcast_to(MEAN_IPC[:, :, None, None], (3, 3, 40, 40)) * \
+        (1 + 0.03 * g.standard_normal((3, 3, 40, 40)))
+    kernel = kernel / kernel.sum(axis=(0, 1))
+    sensed = steps._apply_ipc(np.pad(charge, 1), np.pad(kernel, ((0, 0), (0, 0), (1, 1), (1, 1)),
+                                                        mode="edge"))
+    recovered = steps.ipc_correct(sensed, kernel)
+    err = np.abs(recovered - charge[2:-2, 2:-2])
+    assert err.max() < 2e-3 * 1e5 * 0.1   # third order: (6 %)^3 of the local contrast
+    assert np.abs(sensed - charge).max() > 1000   # IPC moved real charge
+
+
+def test_saturation_dilution_flags_the_resultant_before():
+    pattern = [[1], [2, 3, 4, 5], [6, 7, 8, 9]]
+    sat, sref = 50000.0, 10000.0
+    # a ramp that saturates at read 4: resultant 1 averages 2-5, read 5 clipped
+    reads = np.minimum(sref + 12000.0 * np.arange(1, 10), sat)
+    res = np.array([reads[[k - 1 for k in r]].mean() for r in pattern])[:, None, None]
+    flags = steps.flag_saturation(res, np.full((1, 1), sat), np.full((1, 1), sref), pattern,
+                                  3.0, np.zeros((1, 1)))
+    assert list(flags[:, 0, 0] > 0) == [False, True, True]
+    # the same ramp at a lower rate never fills the well
+    reads = sref + 3000.0 * np.arange(1, 10)
+    res = np.array([reads[[k - 1 for k in r]].mean() for r in pattern])[:, None, None]
+    flags = steps.flag_saturation(res, np.full((1, 1), sat), np.full((1, 1), sref), pattern,
+                                  3.0, np.zeros((1, 1)))
+    assert not flags.any()
+
+
+def test_jump_thresholds_run_log_linearly():
+    t = JumpThresholds(SthreshA=5.5, SthreshB=4.5, IthreshA=1.0, IthreshB=1000.0)
+    assert t.threshold(0.1) == pytest.approx(5.5)
+    assert t.threshold(np.sqrt(1000.0)) == pytest.approx(5.0)
+    assert t.threshold(1e5) == pytest.approx(4.5)
+    with pytest.raises(ValueError):
+        JumpThresholds(IthreshA=10.0, IthreshB=1.0)
