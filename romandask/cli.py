@@ -38,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="replace the outputs of an earlier run in output.directory")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    cal = sub.add_parser("calibrate", help="calibrate L1 files to L2 (gen_cal_image's config)")
+    cal.add_argument("config", help="YAML with IN, OUT, CALDIR, FITSWCS, JUMP_DETECT_PARS, ...")
+    cal.add_argument("--overwrite", action="store_true", help="replace existing L2 files")
+    cal.add_argument("--no-progress", action="store_true", help="no progress bar")
     ref = sub.add_parser("reffiles", help="write synthetic reference files (a CALDIR)")
     ref.add_argument("outdir", help="directory for roman_wfi_<kind>_<tag>_SCA<NN>.asdf")
     ref.add_argument("--sca", default="1..18",
@@ -114,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "reffiles":
             reffiles(args)
+            return 0
+        if args.command == "calibrate":
+            from .calibrate.standalone import calibrate
+
+            calibrate(args.config, overwrite=args.overwrite, say=_say)
             return 0
         from .config import load_config
 

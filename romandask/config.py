@@ -27,7 +27,7 @@ N_PIX = 4088
 #: The 18 SCAs of the WFI.
 ALL_SCAS = tuple(range(1, 19))
 #: Products a run can write (later stages add theirs).
-PRODUCTS = ("counts", "truth", "ramps", "l1", "footprint")
+PRODUCTS = ("counts", "truth", "ramps", "l1", "l2", "footprint")
 #: Sources of the detector model (reference data).
 DETECTOR_MODELS = ("synthetic", "scalar", "caldir")
 CLUSTER_TYPES = ("local", "threads", "address")
@@ -115,6 +115,24 @@ class DetectorConfig:
 
 
 @dataclass(frozen=True)
+class CalibrationConfig:
+    """L1 -> L2: the ramp fitter and the seed's jump and weighting parameters."""
+
+    fitter: str = "ols_cas22"  # ols_cas22 | likely | fixed
+    jump_detect: tuple[tuple[str, float], ...] = ()  # JUMP_DETECT_PARS given
+    ramp_opt: tuple[tuple[str, float], ...] = ()  # RAMP_OPT_PARS given
+    use_jump: bool = True
+
+    def options(self):
+        """The :class:`romandask.calibrate.core.CalOptions` these settings make."""
+        from .calibrate.core import CalOptions
+        from .calibrate.fixed_fit import JumpThresholds, RampOptimization
+
+        return CalOptions(self.fitter, JumpThresholds(**dict(self.jump_detect)),
+                          RampOptimization(**dict(self.ramp_opt)), self.use_jump)
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     directory: Path
     products: tuple[str, ...] = PRODUCTS
@@ -142,6 +160,7 @@ class Config:
     output: OutputConfig
     cluster: ClusterConfig
     source: Path | None = None  # the YAML file this came from
+    calibration: CalibrationConfig = CalibrationConfig()
 
 
 # --------------------------------------------------------------------------
@@ -541,6 +560,47 @@ def _check_sequence(exposures) -> None:
                               "persistence: false")
 
 
+FITTERS = ("ols_cas22", "likely", "fixed")
+JUMP_KEYS = ("SthreshA", "SthreshB", "IthreshA", "IthreshB")
+RAMP_OPT_KEYS = ("slope", "gain", "sigma_read")
+
+
+def parse_jump_pars(data: Any, where: str) -> tuple[tuple[str, float], ...]:
+    """The seed's ``JUMP_DETECT_PARS``: sigma thresholds and the slopes (DN/s) they hold at."""
+    sec = _Section(data, where, keys=JUMP_KEYS)
+    pars = tuple((k, sec.get(k, float, minimum=1e-6, hint="sigma" if k[0] == "S" else "DN/s"))
+                 for k in JUMP_KEYS if sec.has(k))
+    sec.done()
+    given = dict(pars)
+    lo, hi = given.get("IthreshA", 1.0), given.get("IthreshB", 1000.0)
+    if not lo < hi:
+        raise ConfigError(f"{where}.IthreshA", f"{lo} is not below IthreshB ({hi})",
+                          "give IthreshA < IthreshB (slopes in DN/s)")
+    return pars
+
+
+def parse_ramp_opt(data: Any, where: str) -> tuple[tuple[str, float], ...]:
+    """The seed's ``RAMP_OPT_PARS``: the rate the fixed weights are optimal for."""
+    sec = _Section(data, where, keys=RAMP_OPT_KEYS)
+    hints = {"slope": "DN/s", "gain": "e-/DN", "sigma_read": "DN"}
+    pars = tuple((k, sec.get(k, float, minimum=1e-6, hint=hints[k]))
+                 for k in RAMP_OPT_KEYS if sec.has(k))
+    sec.done()
+    return pars
+
+
+def _calibration(data: Any) -> CalibrationConfig:
+    sec = _Section(data, "calibration", keys=("fitter", "jump_detect", "ramp_opt", "use_jump"))
+    cfg = CalibrationConfig(
+        fitter=sec.get("fitter", str, "ols_cas22", choices=FITTERS),
+        jump_detect=parse_jump_pars(sec.raw("jump_detect", {}), "calibration.jump_detect"),
+        ramp_opt=parse_ramp_opt(sec.raw("ramp_opt", {}), "calibration.ramp_opt"),
+        use_jump=sec.get("use_jump", bool, True),
+    )
+    sec.done()
+    return cfg
+
+
 def _output(data: Any, base: Path) -> OutputConfig:
     sec = _Section(data, "output", required=True, keys=("directory", "products", "overwrite"))
     directory = _path(sec.get("directory", str), base)
@@ -579,7 +639,7 @@ def _cluster(data: Any) -> ClusterConfig:
 def parse_config(data: Any, base: Path = Path("."), source: Path | None = None) -> Config:
     """Validate a config mapping (as read from YAML) into a :class:`Config`."""
     sec = _Section(data, "", required=True, keys=(
-        "seed", "survey", "catalog", "scene", "detector", "output", "cluster"))
+        "seed", "survey", "catalog", "scene", "detector", "calibration", "output", "cluster"))
     seed = sec.get("seed", int, 0, minimum=0, maximum=2**63 - 1)
     survey = _survey(sec.raw("survey"), base)
     catalog = _catalog(sec.raw("catalog"), base)
@@ -587,10 +647,11 @@ def parse_config(data: Any, base: Path = Path("."), source: Path | None = None) 
     detector = _detector(sec.raw("detector"), base, survey.scas)
     if detector.persistence:
         _check_sequence(survey.exposures)
+    calibration = _calibration(sec.raw("calibration"))
     output = _output(sec.raw("output"), base)
     cluster = _cluster(sec.raw("cluster"))
     sec.done()
-    return Config(seed, survey, catalog, scene, detector, output, cluster, source)
+    return Config(seed, survey, catalog, scene, detector, output, cluster, source, calibration)
 
 
 class _Loader(yaml.SafeLoader):

@@ -323,7 +323,7 @@ def _merged(base: Mapping, extra: Mapping) -> dict:
     return out
 
 
-def _truth_tree(truth: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def truth_tree(truth: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The truth table as equal-length 1-D arrays asdf can store."""
     columns, length = {}, None
     for name, values in truth.items():
@@ -355,7 +355,8 @@ def _check_array(name: str, array: np.ndarray, shape: tuple[int, ...],
 def l1_model(data: np.ndarray, amp33: np.ndarray, exposure: Exposure, view: SCAView, *,
              window: int, truth: Mapping[str, np.ndarray] | None,
              extra_meta: Mapping[str, Any] | None = None,
-             resultantdq: np.ndarray | None = None) -> rdm.ScienceRawModel:
+             resultantdq: np.ndarray | None = None,
+             sim_extra: Mapping[str, Any] | None = None) -> rdm.ScienceRawModel:
     """The Level 1 datamodel of one SCA of one exposure.
 
     Parameters
@@ -379,6 +380,9 @@ def l1_model(data: np.ndarray, amp33: np.ndarray, exposure: Exposure, view: SCAV
         ``visit_metadata(...)`` or a different ``file_date``.
     resultantdq : numpy.ndarray, optional
         Resultant data quality flags, uint8, shaped like ``data``.
+    sim_extra : dict, optional
+        More entries under ``romandask`` (the detector model that made the
+        file, the window's FITS WCS), which the calibration reads back.
 
     Returns
     -------
@@ -397,6 +401,34 @@ def l1_model(data: np.ndarray, amp33: np.ndarray, exposure: Exposure, view: SCAV
     if resultantdq is not None:
         _check_array("resultantdq", resultantdq, data.shape, np.uint8)
 
+    meta = l1_meta(exposure, view, extra_meta)
+    bounds = view.bounds
+    sim = {
+        "version": __version__,
+        "window": int(window),
+        "window_origin": [bounds.xmin - 1, bounds.ymin - 1],
+        "reference_border": N_BORDER,
+        "pixel_convention": PIXEL_CONVENTION,
+    }
+    if truth is not None:
+        sim["truth"] = truth_tree(truth)
+    if sim_extra:
+        sim.update(sim_extra)
+
+    # The fake arrays are placeholders for the real ones: keep them tiny.
+    model = rdm.ScienceRawModel.create_fake_data({"meta": meta}, shape=(nres, 1, 1))
+    model.data = data
+    model.amp33 = amp33
+    if resultantdq is not None:
+        model.resultantdq = resultantdq
+    model[TREE_KEY] = sim
+    model.validate()
+    return model
+
+
+def l1_meta(exposure: Exposure, view: SCAView,
+            extra_meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``meta`` of one SCA of one exposure, as L1 and L2 share it."""
     exposure_meta = _exposure_meta(exposure)
     start = exposure_meta["start_time"]
     meta = {
@@ -415,25 +447,78 @@ def l1_model(data: np.ndarray, amp33: np.ndarray, exposure: Exposure, view: SCAV
     }
     if extra_meta:
         meta = _merged(meta, extra_meta)
+    return meta
 
-    bounds = view.bounds
-    sim = {
-        "version": __version__,
-        "window": int(window),
-        "window_origin": [bounds.xmin - 1, bounds.ymin - 1],
-        "reference_border": N_BORDER,
-        "pixel_convention": PIXEL_CONVENTION,
-    }
-    if truth is not None:
-        sim["truth"] = _truth_tree(truth)
 
-    # The fake arrays are placeholders for the real ones: keep them tiny.
-    model = rdm.ScienceRawModel.create_fake_data({"meta": meta}, shape=(nres, 1, 1))
-    model.data = data
+#: meta.cal_step of an L2 file: the steps the calibration runs.
+CAL_STEPS_RUN = ("assign_wcs", "dq_init", "saturation", "refpix", "linearity", "dark",
+                 "ramp_fit", "flat_field", "photom")
+CAL_STEPS_ALL = ("assign_wcs", "flat_field", "dark", "dark_decay", "dq_init", "flux",
+                 "linearity", "photom", "source_catalog", "ramp_fit", "refpix", "saturation",
+                 "outlier_detection", "tweakreg", "skymatch", "wfi18_transient")
+#: Nominal WFI pixel: 0.11 arcsec on a side (galsim.roman.pixel_scale), in sr.
+NOMINAL_PIXEL_AREA_SR = float((0.11 * u.arcsec).to_value(u.rad) ** 2)
+
+
+def photometry_meta(filter_name: str, reference_gain: float) -> dict[str, float]:
+    """``meta.photometry`` of an L2 image in DN/s per nominal pixel at ``reference_gain``.
+
+    1 DN/s is ``reference_gain`` e-/s; a 1-maggie (3631 Jy) source gives
+    :func:`~romandask.instrument.filters.electrons_per_maggie` e-/s; a rate
+    per nominal pixel area is a surface brightness.
+    """
+    from .instrument.filters import electrons_per_maggie
+
+    jansky = 3631.0 * reference_gain / electrons_per_maggie(filter_name)
+    return {"conversion_megajanskys": float(jansky * 1e-6 / NOMINAL_PIXEL_AREA_SR),
+            "conversion_megajanskys_uncertainty": 0.0,
+            "pixel_area": NOMINAL_PIXEL_AREA_SR}
+
+
+def l2_model(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], wcs, *,
+             l1_data: np.ndarray, amp33: np.ndarray, photometry: Mapping[str, float],
+             sim: Mapping[str, Any] | None = None,
+             filename: str | None = None) -> rdm.ImageModel:
+    """The Level 2 datamodel of one SCA of one exposure.
+
+    ``arrays`` holds data, err, var_poisson, var_rnoise (N x N; the file
+    stores the errors as float16, as RAD's schema has it) and dq (uint32); ``meta`` the L1 file's meta (exposure, instrument, pointing,
+    ...); ``wcs`` a gWCS of the N x N image; ``l1_data`` the raw resultants
+    (nres, N + 8, N + 8), whose border becomes the reference-pixel arrays;
+    ``sim`` goes under the ``romandask`` key.
+    """
+    n = arrays["data"].shape[0]
+    side = n + 2 * N_BORDER
+    nres = l1_data.shape[0]
+    _check_array("l1 data", l1_data, (nres, side, side))
+    _check_array("amp33", amp33, (nres, side, N_AMP33))
+    steps = {step: ("COMPLETE" if step in CAL_STEPS_RUN else "INCOMPLETE")
+             for step in CAL_STEPS_ALL}
+    meta = _merged(dict(meta), {"cal_step": steps, "photometry": dict(photometry)})
+    if filename is not None:
+        meta["filename"] = filename
+    model = rdm.ImageModel.create_fake_data({"meta": meta}, shape=(1, 1))
+    model.meta.wcs = wcs
+    model.data = np.asarray(arrays["data"], np.float32)
+    model.dq = np.asarray(arrays["dq"], np.uint32)
+    model.dq2 = np.zeros((n, n), np.uint32)
+    for name in ("err", "var_poisson", "var_rnoise"):
+        # the schema's type (RAD wfi_image-2.2); the store keeps float32
+        model[name] = np.asarray(arrays[name], np.float16)
+    model.chisq = np.zeros((n, n), np.float16)
+    model.dumo = np.zeros((n, n), np.float16)
     model.amp33 = amp33
-    if resultantdq is not None:
-        model.resultantdq = resultantdq
-    model[TREE_KEY] = sim
+    raw = l1_data.astype(np.float32)
+    b = N_BORDER
+    model.border_ref_pix_left = raw[:, :, :b]
+    model.border_ref_pix_right = raw[:, :, -b:]
+    model.border_ref_pix_top = raw[:, -b:, :]
+    model.border_ref_pix_bottom = raw[:, :b, :]
+    for side_name in ("left", "right", "top", "bottom"):
+        shape = getattr(model, f"border_ref_pix_{side_name}").shape[1:]
+        model[f"dq_border_ref_pix_{side_name}"] = np.full(shape, np.uint32(2 ** 31))
+    if sim is not None:
+        model[TREE_KEY] = dict(sim)
     model.validate()
     return model
 
@@ -517,12 +602,13 @@ def write_asdf(model: rdm.DataModel, path: Path, extra_tree: Mapping[str, Any] |
 def write_l1(path_dir: Path, data: np.ndarray, amp33: np.ndarray, exposure: Exposure,
              view: SCAView, window: int, truth: Mapping[str, np.ndarray] | None,
              extra_meta: Mapping[str, Any] | None = None, *,
-             resultantdq: np.ndarray | None = None) -> Path:
+             resultantdq: np.ndarray | None = None,
+             sim_extra: Mapping[str, Any] | None = None) -> Path:
     """Build the Level 1 model of one SCA and write it to ``path_dir``.
 
     The file is named by :func:`l1_filename`; see :func:`l1_model` for the
     arguments.  Returns the path written.
     """
     model = l1_model(data, amp33, exposure, view, window=window, truth=truth,
-                     extra_meta=extra_meta, resultantdq=resultantdq)
+                     extra_meta=extra_meta, resultantdq=resultantdq, sim_extra=sim_extra)
     return write_asdf(model, Path(path_dir) / model.meta.filename)

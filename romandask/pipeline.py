@@ -19,6 +19,7 @@ exist only inside tasks and in the store.
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 import shutil
 import time
@@ -313,6 +314,103 @@ def amp33_rows(readout: Readout, rows: tuple[int, int], nmax: int) -> np.ndarray
     return block[None, None]
 
 
+def l2_cubes(survey: Survey, cubes: dict[str, da.Array]) -> dict[str, da.Array]:
+    """The L2 cubes (exposure, sca, y, x): data, err, var_poisson, var_rnoise, dq.
+
+    Per (exposure, SCA), one small task reads the reference-pixel correction
+    off the frame's top and bottom rows and amp33; per L1 tile, one task
+    calibrates the tile grown by the calibration's halo (``overlap``).  The
+    results, on the frame grid, are cut to the science window and rechunked
+    like the counts.
+    """
+    from .calibrate.core import HALO, OUTPUTS
+
+    cfg = survey.config
+    det = cfg.detector
+    window = det.window
+    n = window + 2 * NBORDER
+    ramps, groupdq, amp33 = cubes["ramps"], cubes["groupdq"], cubes["amp33"]
+    nmax = ramps.shape[2]
+    edges = frame_edges(window, det.tile)
+    sizes = tuple(b - a for a, b in edges)
+    ref_rows = da.concatenate([ramps[..., :NBORDER, :], ramps[..., n - NBORDER:, :]], axis=3)
+    ref_rows = ref_rows.rechunk({3: 2 * NBORDER, 4: n})
+    amp33_full = amp33.rechunk({3: n})
+    depth = {3: HALO, 4: HALO}
+    halo = da.overlap.overlap(ramps, depth=depth, boundary=0)
+    ghalo = da.overlap.overlap(groupdq, depth=depth, boundary=0)
+    token = tokenize(ramps.name, repr(cfg))
+    refname, calname = "refpix-" + token, "caltile-" + token
+    options = cfg.calibration.options()
+    graph = {}
+    for ie, exp in enumerate(survey.exposures):
+        for isca, sca in enumerate(survey.scas):
+            graph[(refname, ie, isca)] = (reference_task, cfg.seed, sca, det, exp.ma_table,
+                                          (ref_rows.name, ie, isca, 0, 0, 0),
+                                          (amp33_full.name, ie, isca, 0, 0, 0))
+            view = survey.views[ie * len(survey.scas) + isca]
+            for ty, rows in enumerate(edges):
+                for tx, cols in enumerate(edges):
+                    graph[(calname, ie, isca, ty, tx)] = (
+                        calibrate_task, cfg.seed, sca, det, exp.ma_table, options, rows, cols,
+                        view, (halo.name, ie, isca, 0, ty, tx), (ghalo.name, ie, isca, 0, ty, tx),
+                        (refname, ie, isca))
+    lead = ((1,) * len(survey.exposures), (1,) * len(survey.scas))
+    cy, cx = _tile_chunks(survey)
+    out = {}
+    deps = (ref_rows, amp33_full, halo, ghalo)
+    for index, var in enumerate(OUTPUTS):
+        name = f"l2{var}-{token}"
+        layer = {(name, ie, isca, ty, tx): (_l2_part, (calname, ie, isca, ty, tx), index)
+                 for (_, ie, isca, ty, tx) in [k for k in graph if k[0] == calname]}
+        dtype = np.uint32 if var == "dq" else np.float32
+        framed = _graph_array(name, {**graph, **layer}, lead + (sizes, sizes), dtype, deps)
+        out[var] = framed[:, :, NBORDER:n - NBORDER, NBORDER:n - NBORDER].rechunk(
+            {2: cy, 3: cx})
+    return out
+
+
+def reference_task(seed: int, sca: int, det: DetectorConfig, ma_table, ref_rows: np.ndarray,
+                   amp33: np.ndarray):
+    """The reference-pixel correction of one (exposure, SCA): row and channel terms."""
+    from .calibrate.core import exposure_reference
+
+    nres = ma_table.nresultants
+    model = detector_model(det, seed, sca)
+    return exposure_reference(model, ma_table, ref_rows[0, 0, :nres], amp33[0, 0, :nres])
+
+
+def calibrate_task(seed: int, sca: int, det: DetectorConfig, ma_table, options, rows, cols,
+                   view: SCAView, halo: np.ndarray, ghalo: np.ndarray, reference) -> np.ndarray:
+    """L2 of one frame tile from its resultants grown by the calibration halo."""
+    from .calibrate.core import calibrate_block
+    from .wcs import pixel_area_map
+
+    model = detector_model(det, seed, sca)
+    common, channel = reference
+    area = frame_area(view, det.window, rows, cols, pixel_area_map)
+    return calibrate_block(halo[0, 0], rows, cols, model, ma_table, common, channel, options,
+                           ghalo[0, 0], area)
+
+
+def frame_area(view: SCAView, window: int, rows, cols, area_map) -> np.ndarray:
+    """Relative pixel areas of a frame rectangle (1 on the reference border)."""
+    n = window + 2 * NBORDER
+    out = np.ones((rows[1] - rows[0], cols[1] - cols[0]))
+    r0, r1 = max(rows[0], NBORDER), min(rows[1], n - NBORDER)
+    c0, c1 = max(cols[0], NBORDER), min(cols[1], n - NBORDER)
+    if r0 < r1 and c0 < c1:
+        origin = (view.bounds.xmin - 1, view.bounds.ymin - 1)
+        out[r0 - rows[0]:r1 - rows[0], c0 - cols[0]:c1 - cols[0]] = area_map(
+            view.wcs, origin, slice(r0 - NBORDER, r1 - NBORDER), slice(c0 - NBORDER, c1 - NBORDER))
+    return out
+
+
+def _l2_part(result: np.ndarray, index: int) -> np.ndarray:
+    part = result[index]
+    return (part.astype(np.uint32) if index == 4 else part.astype(np.float32))[None, None]
+
+
 def truth_table(survey: Survey) -> dict[str, np.ndarray]:
     """Truth of every (exposure, SCA, source): 0-based window x, y; flux in electrons."""
     parts = []
@@ -332,35 +430,79 @@ def truth_table(survey: Survey) -> dict[str, np.ndarray]:
 
 def output_paths(config: Config) -> dict[str, Path]:
     out = config.output.directory
-    return {"store": out / store.STORE_NAME, "l1": out / "l1",
+    return {"store": out / store.STORE_NAME, "l1": out / "l1", "l2": out / "l2",
             "footprint": out / "footprint.png"}
 
 
-def l1_file_task(store_path: Path, ie: int, isca: int, view: SCAView, window: int,
-                 truth: dict, visit: dict, directory: Path) -> Path:
+def detector_record(det: DetectorConfig, seed: int) -> dict:
+    """How a file's detector model was made, so that calibration can rebuild it."""
+    record = {"model": det.model, "seed": int(seed), "window": int(det.window)}
+    if det.model == "caldir":
+        record["caldir"] = str(det.caldir)
+    if det.model == "scalar":
+        record["scalar"] = dataclasses.asdict(det.scalar)
+    return record
+
+
+def l1_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: DetectorConfig,
+                 seed: int, truth: dict, visit: dict, directory: Path) -> Path:
     """Write the L1 ASDF file of one (exposure, SCA) from the finished store."""
     from .export import write_l1
+    from .wcs import fits_header_from_galsim
 
     ds = xr.open_zarr(store_path, consolidated=True)
     nres = int(ds["nresultants"][ie])
     data = ds["ramps"][ie, isca, :nres].values
     amp33 = ds["amp33"][ie, isca, :nres].values
     dq = ds["groupdq"][ie, isca, :nres].values
-    return write_l1(directory, data, amp33, view.exposure, view, window, truth, visit,
-                    resultantdq=dq)
+    origin = (view.bounds.xmin - 1, view.bounds.ymin - 1)
+    extra = {"detector": detector_record(det, seed),
+             "fits_wcs": fits_header_from_galsim(view.wcs, origin).tostring()}
+    return write_l1(directory, data, amp33, view.exposure, view, det.window, truth, visit,
+                    resultantdq=dq, sim_extra=extra)
 
 
-def write_l1_files(survey: Survey, truth: dict, store_path: Path, client,
-                   progress: bool) -> list[Path]:
-    """One ``_wfiNN_uncal.asdf`` per (exposure, SCA), in parallel, each written atomically."""
+def l2_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: DetectorConfig,
+                 seed: int, truth: dict, visit: dict, directory: Path) -> Path:
+    """Write the L2 ASDF file of one (exposure, SCA) from the finished store."""
+    from .export import (N_BORDER, l1_meta, l2_filename, l2_model, photometry_meta,
+                         truth_tree, write_asdf)
+    from .wcs import fits_header_from_galsim, gwcs_from_galsim
+
+    ds = xr.open_zarr(store_path, consolidated=True)
+    nres = int(ds["nresultants"][ie])
+    arrays = {name: ds[f"l2_{name}"][ie, isca].values
+              for name in ("data", "err", "var_poisson", "var_rnoise", "dq")}
+    origin = (view.bounds.xmin - 1, view.bounds.ymin - 1)
+    model = detector_model(det, seed, view.sca)
+    sim = {"version": __version__, "window": int(det.window), "window_origin": list(origin),
+           "reference_border": N_BORDER, "detector": detector_record(det, seed),
+           "reference_gain": model.reference_gain(),
+           "fits_wcs": fits_header_from_galsim(view.wcs, origin).tostring(),
+           "truth": truth_tree(truth)}
+    l2 = l2_model(arrays, l1_meta(view.exposure, view, visit), gwcs_from_galsim(view.wcs, origin),
+                  l1_data=ds["ramps"][ie, isca, :nres].values,
+                  amp33=ds["amp33"][ie, isca, :nres].values,
+                  photometry=photometry_meta(view.exposure.filter, model.reference_gain()),
+                  sim=sim, filename=l2_filename(view.exposure, view.sca))
+    path = directory / l2_filename(view.exposure, view.sca)
+    write_asdf(l2, path)
+    return path
+
+
+def write_product_files(kind: str, survey: Survey, truth: dict, store_path: Path, client,
+                        progress: bool) -> list[Path]:
+    """One ASDF file per (exposure, SCA), L1 or L2, in parallel, each written atomically."""
     from dask import delayed
 
     from .cluster import compute
     from .export import visit_metadata
 
-    directory = output_paths(survey.config)["l1"]
+    cfg = survey.config
+    directory = output_paths(cfg)[kind]
     directory.mkdir(parents=True, exist_ok=True)
-    for stale in (*directory.glob("*_uncal.asdf"), *directory.glob("*.partial")):
+    suffix = "_uncal.asdf" if kind == "l1" else "_cal.asdf"
+    for stale in (*directory.glob("*" + suffix), *directory.glob("*.partial")):
         stale.unlink()  # an overwritten run's files, which may name other exposures
     jobs = []
     for k, view in enumerate(survey.views):
@@ -368,9 +510,13 @@ def write_l1_files(survey: Survey, truth: dict, store_path: Path, client,
         mine = (truth["exposure"] == view.exposure.id) & (truth["sca"] == view.sca)
         subset = {name: values[mine] for name, values in truth.items()}
         visit = visit_metadata(survey.exposures, view.exposure)
-        jobs.append(delayed(l1_file_task, pure=True)(store_path, ie, isca, view,
-                                                    survey.config.detector.window, subset,
-                                                    visit, directory))
+        if kind == "l1":
+            job = delayed(l1_file_task, pure=True)(store_path, ie, isca, view, cfg.detector,
+                                                   cfg.seed, subset, visit, directory)
+        else:
+            job = delayed(l2_file_task, pure=True)(store_path, ie, isca, view, cfg.detector,
+                                                   cfg.seed, subset, visit, directory)
+        jobs.append(job)
     return list(compute(delayed(jobs), client, progress))
 
 
@@ -398,7 +544,7 @@ def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Path]:
     written = {}
 
     products = set(config.output.products)
-    if {"counts", "truth", "ramps", "l1"} & products:
+    if {"counts", "truth", "ramps", "l1", "l2"} & products:
         final = paths["store"]
         partial = store.partial_path(final)
         if partial.exists():
@@ -411,9 +557,14 @@ def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Path]:
         if "counts" in products:
             ds = ds.merge(store.counts_dataset(counts_cube(expected, tasks)))
             stages.append("counts")
-        if {"ramps", "l1"} & products:
-            ds = ds.merge(store.ramps_dataset(ramp_cubes(survey, expected), survey.exposures))
+        if {"ramps", "l1", "l2"} & products:
+            cubes = ramp_cubes(survey, expected)
+            # the L2 files take their reference-pixel arrays from the stored ramps
+            ds = ds.merge(store.ramps_dataset(cubes, survey.exposures))
             stages.append("L1 ramps")
+            if "l2" in products:
+                ds = ds.merge(store.l2_dataset(l2_cubes(survey, cubes)))
+                stages.append(f"L2 ({config.calibration.fitter} ramp fit)")
         ds.attrs.update(run_attrs(config))
         delayed = store.write_group(ds, partial, compute=False)
         truth = truth_table(survey)
@@ -428,12 +579,14 @@ def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Path]:
             store.finalise(partial, final)
             written["store"] = final
             say(f"wrote {final}")
-            if "l1" in products:
-                t0 = time.perf_counter()
-                files = write_l1_files(survey, truth, final, client, config.cluster.progress)
-                written["l1"] = files
-                say(f"L1: {len(files)} ASDF files in {paths['l1']} "
-                    f"[{time.perf_counter() - t0:.1f} s]")
+            for kind in ("l1", "l2"):
+                if kind in products:
+                    t0 = time.perf_counter()
+                    files = write_product_files(kind, survey, truth, final, client,
+                                                config.cluster.progress)
+                    written[kind] = files
+                    say(f"{kind.upper()}: {len(files)} ASDF files in {paths[kind]} "
+                        f"[{time.perf_counter() - t0:.1f} s]")
 
     # Last, so that an interrupted run leaves no finished-looking output.
     if "footprint" in config.output.products:

@@ -109,6 +109,22 @@ def ramps_dataset(cubes: dict, exposures) -> xr.Dataset:
     )
 
 
+L2_ATTRS = {
+    "data": {"units": "DN/s", "long_name": "count rate, flat-fielded, per nominal pixel area, "
+                                           "at the detector's reference gain (L2)"},
+    "err": {"units": "DN/s", "long_name": "total error of the rate"},
+    "var_poisson": {"units": "DN2/s2", "long_name": "Poisson variance of the rate"},
+    "var_rnoise": {"units": "DN2/s2", "long_name": "read-noise variance of the rate"},
+    "dq": {"long_name": "pixel DQ (roman_datamodels dqflags.pixel)"},
+}
+
+
+def l2_dataset(cubes: dict) -> xr.Dataset:
+    """The L2 cubes (exposure, sca, y, x), stored as ``l2_data``, ``l2_err``, ..."""
+    return xr.Dataset({f"l2_{name}": (("exposure", "sca", "y", "x"), cube, L2_ATTRS[name])
+                       for name, cube in cubes.items()})
+
+
 def truth_dataset(truth: dict[str, np.ndarray]) -> xr.Dataset:
     units = {"ra": "deg", "dec": "deg", "x": "pixel", "y": "pixel", "flux": "electron"}
     data = {}

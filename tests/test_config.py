@@ -653,8 +653,9 @@ def test_defaults_when_sections_omitted(tmp_path):
     assert config.survey.scas == tuple(range(1, 19))
     assert config.detector.window == N_PIX and config.detector.tile == 1024
     assert config.cluster.type == "local"
-    assert config.output.products == ("counts", "truth", "ramps", "l1", "footprint")
+    assert config.output.products == ("counts", "truth", "ramps", "l1", "l2", "footprint")
     assert config.detector.model == "synthetic" and config.detector.cosmic_ray_flux == 8.0
+    assert config.calibration.fitter == "ols_cas22" and config.calibration.use_jump
 
 
 def test_tile_is_capped_at_window(tmp_path):

@@ -1,0 +1,200 @@
+"""``romandask calibrate``: L1 files in, validated L2 files out, and its errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import asdf
+import numpy as np
+import pytest
+import roman_datamodels.datamodels as rdm
+import yaml
+
+import romandask
+from romandask import cli
+from romandask.pipeline import run
+
+
+def quiet(s):
+    return None
+
+
+@pytest.fixture(scope="module")
+def l1_run(tmp_path_factory):
+    """One small survey run: L1 and L2 files of 1 exposure x 2 SCAs."""
+    from conftest import BASE, merge
+
+    from romandask.config import parse_config
+
+    tmp = tmp_path_factory.mktemp("run")
+    data = merge(BASE, {"survey": {"exposures": BASE["survey"]["exposures"][:1]},
+                        "detector": {"window": 32, "tile": 32},
+                        "calibration": {"fitter": "fixed"},
+                        "output": {"products": ["l1", "l2"]}})
+    written = run(parse_config(data, tmp), say=quiet)
+    return tmp, written
+
+
+def _write_config(path, **entries):
+    path.write_text(yaml.safe_dump(entries))
+    return path
+
+
+def test_calibrate_reproduces_the_run_l2_files(l1_run, tmp_path):
+    """The standalone path rebuilds the detector model and WCS the L1 files carry."""
+    _, written = l1_run
+    config = _write_config(tmp_path / "cal.yaml", IN=str(written["l1"][0].parent / "*_uncal.asdf"),
+                           OUT=str(tmp_path / "l2"), FITTER="fixed", FITSOUT=True)
+    out = romandask.calibrate(str(config))
+    assert len(out) == 2
+    for path in out:
+        twin = written["l2"][0].parent / path.name
+        with rdm.open(path) as a, rdm.open(twin) as b:
+            a.validate()
+            assert a.meta.cal_step.ramp_fit == "COMPLETE"
+            assert a.meta.photometry.conversion_megajanskys > 0
+            for name in ("data", "err", "dq", "var_poisson", "var_rnoise"):
+                np.testing.assert_array_equal(np.asarray(a[name]), np.asarray(b[name]))
+            ra, dec = a.meta.wcs(5.0, 7.0)
+            assert a.meta.wcs.invert(ra, dec) == pytest.approx((5.0, 7.0), abs=1e-6)
+            data = np.array(a.data)
+        fits_path = path.with_name(path.name.replace(".asdf", "_asdf_to.fits"))
+        from astropy.io import fits
+
+        with fits.open(fits_path) as hdul:
+            np.testing.assert_array_equal(hdul["SCI"].data, data)
+
+
+def test_run_l2_files_validate_and_carry_a_working_wcs(l1_run):
+    _, written = l1_run
+    assert len(written["l2"]) == 2
+    for path in written["l2"]:
+        assert path.name.endswith("_cal.asdf")
+        with rdm.open(path) as model:
+            model.validate()
+            assert model.data.shape == (32, 32) and model.data.dtype == np.float32
+            assert model.err.dtype == np.float16 and model.dq.dtype == np.uint32
+            assert np.isfinite(model.data).mean() > 0.99
+            assert model.meta.exposure.read_pattern[0] == [1]
+            assert model.meta.photometry.pixel_area == pytest.approx(2.844e-13, rel=1e-3)
+            assert "truth" in model["romandask"]
+
+
+def _cli(*args):
+    return cli.main(["calibrate", *map(str, args)])
+
+
+def test_existing_out_is_refused_unless_overwrite(l1_run, tmp_path, capsys):
+    _, written = l1_run
+    target = tmp_path / "one_cal.asdf"
+    target.write_text("keep me")
+    config = _write_config(tmp_path / "c.yaml", IN=str(written["l1"][0]), OUT=str(target),
+                           FITTER="fixed")
+    assert _cli(config) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "already exists" in err and "OVERWRITE" in err
+    assert target.read_text() == "keep me"
+    assert _cli(config, "--overwrite") == 0
+    with rdm.open(target) as model:
+        model.validate()
+
+
+def test_an_l2_file_is_not_l1(l1_run, tmp_path, capsys):
+    _, written = l1_run
+    config = _write_config(tmp_path / "c.yaml", IN=str(written["l2"][0]), OUT=str(tmp_path / "o"))
+    assert _cli(config) == 2
+    err = capsys.readouterr().err.strip()
+    assert "ImageModel, not L1" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_read_pattern_that_does_not_match_the_data(l1_run, tmp_path, capsys):
+    _, written = l1_run
+    bad = tmp_path / "bad_uncal.asdf"
+    shutil.copy(written["l1"][0], bad)
+    with asdf.open(bad, mode="rw") as af:
+        af.tree["roman"]["meta"]["exposure"]["read_pattern"] = \
+            af.tree["roman"]["meta"]["exposure"]["read_pattern"][:-1]
+        af.update()
+    config = _write_config(tmp_path / "c.yaml", IN=str(bad), OUT=str(tmp_path / "o"))
+    assert _cli(config) == 2
+    err = capsys.readouterr().err.strip()
+    assert "read_pattern has 8 resultants but the data have 9" in err
+
+
+def test_caldir_missing_kind_and_wrong_shape(l1_run, tmp_path, capsys):
+    from romandask.detector.reference import REQUIRED_KINDS
+
+    _, written = l1_run
+    files = {}
+    for kind in REQUIRED_KINDS:
+        path = tmp_path / f"{kind}.asdf"
+        asdf.AsdfFile({"roman": {"data": np.zeros((10, 10), np.float32)}}).write_to(path)
+        files[kind] = str(path)
+    partial = {k: v for k, v in files.items() if k != "gain"}
+    config = _write_config(tmp_path / "c.yaml", IN=str(written["l1"][0]),
+                           OUT=str(tmp_path / "o"), CALDIR=partial)
+    assert _cli(config) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no gain reference file" in err and len(err.splitlines()) == 1
+
+    config = _write_config(tmp_path / "c.yaml", IN=str(written["l1"][0]),
+                           OUT=str(tmp_path / "o"), CALDIR=files)
+    assert _cli(config) == 2
+    err = capsys.readouterr().err.strip()
+    assert "shape" in err and "4096" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+@pytest.mark.parametrize("entries, message", [
+    ({"OUT": "o"}, "IN: is required"),
+    ({"IN": "nothing*.asdf", "OUT": "o"}, "matches no file"),
+    ({"IN": "x", "OUT": "o", "FITTER": "ols"}, "FITTER"),
+    ({"IN": "x", "OUT": "o", "JUMP_DETECT_PARS": {"IthreshA": 10, "IthreshB": 1}}, "IthreshA"),
+    ({"IN": "x", "OUT": "o", "JUMPS": 1}, "JUMPS"),
+])
+def test_bad_calibrate_configs(tmp_path, capsys, entries, message):
+    (tmp_path / "x").write_text("")
+    config = _write_config(tmp_path / "c.yaml", **entries)
+    assert _cli(config) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_romanisim_l1_calibrates_like_romanisim_l2(tmp_path):
+    """romanisim's own L1 and L2 of one simulation: our L2 agrees within the errors."""
+    pytest.importorskip("romanisim")
+    import galsim
+
+    from romanisim_fixture import make_romanisim_pair
+
+    from romandask.wcs import fits_header_from_galsim
+
+    pair = make_romanisim_pair(tmp_path, seed=3, n_pix=64)
+    wcs = pair["galsim_wcs"].withOrigin(galsim.PositionD(1.0, 1.0))  # GalSim 1-based
+    header = tmp_path / "wcs.txt"
+    header.write_text(fits_header_from_galsim(wcs, (0, 0)).tostring(sep="\n"))
+    config = _write_config(
+        tmp_path / "c.yaml", IN=str(pair["l1_path"]), OUT=str(tmp_path / "ours_cal.asdf"),
+        FITSWCS=str(header),
+        DETECTOR={"model": "scalar", "scalar": {
+            "gain": float(pair["gain"]), "read_noise": float(pair["read_noise"]),
+            "dark_current": float(pair["dark_current"]),
+            "saturation": float(pair["saturation"])}})
+    (path,) = romandask.calibrate(str(config))
+    with rdm.open(path) as ours, rdm.open(pair["l2_path"]) as theirs:
+        ours.validate()
+        from romandask.wcs import pixel_area_map
+
+        area = pixel_area_map(wcs, (0, 0), slice(0, 64), slice(0, 64))
+        mine = np.asarray(ours.data, np.float64) * area        # per pixel, as romanisim
+        err = np.asarray(theirs.err, np.float64)
+        pull = (mine - np.asarray(theirs.data)) / err
+        ok = np.isfinite(pull)
+        assert ok.mean() > 0.99
+        assert np.abs(pull[ok]).max() < 1.0, np.abs(pull[ok]).max()
+        assert abs(pull[ok].mean()) < 0.05
+        # and both against the counts romanisim drew
+        truth = (pair["counts"] / pair["exposure_time"] - pair["dark_current"]) / pair["gain"]
+        resid = (mine - truth) / np.asarray(ours.err, np.float64)
+        assert abs(np.median(resid)) < 0.2
