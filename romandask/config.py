@@ -648,6 +648,13 @@ def parse_config(data: Any, base: Path = Path("."), source: Path | None = None) 
     if detector.persistence:
         _check_sequence(survey.exposures)
     calibration = _calibration(sec.raw("calibration"))
+    if calibration.fitter == "likely":
+        short = [e for e in survey.exposures if e.ma_table.nresultants < 4]
+        if short:
+            raise ConfigError("calibration.fitter",
+                              f"likely needs at least 4 resultants; exposure {short[0].id} "
+                              f"has {short[0].ma_table.nresultants}",
+                              "use ols_cas22 or fixed, or longer MA tables")
     output = _output(sec.raw("output"), base)
     cluster = _cluster(sec.raw("cluster"))
     sec.done()

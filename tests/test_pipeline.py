@@ -51,6 +51,9 @@ def test_same_bytes_with_one_and_two_workers(make_config, tmp_path):
     l1 = [_digest(c.output.directory / "l1") for c in (one, two, threads)]
     assert len(l1[0]) == 4 and all(k.endswith("_uncal.asdf") for k in l1[0])
     assert l1[0] == l1[1] == l1[2]
+    l2 = [_digest(c.output.directory / "l2") for c in (one, two, threads)]
+    assert len(l2[0]) == 4 and all(k.endswith("_cal.asdf") for k in l2[0])
+    assert l2[0] == l2[1] == l2[2]
     # the footprint PNG does not depend on the run either
     pngs = {hashlib.sha256((c.output.directory / "footprint.png").read_bytes()).hexdigest()
             for c in (one, two, threads)}
@@ -166,3 +169,12 @@ def test_quickstart_run_writes_cube_and_footprint(tmp_path):
     # every SCA saw sky: the median pixel is the sky + thermal level (~75-110 e-)
     med = ds.counts.median(dim=("y", "x")).values
     assert np.all((med > 50) & (med < 200))
+    # L2: 36 files, and rates that match the counts (sky per nominal pixel, DN/s)
+    files = sorted((out / "l2").glob("*_cal.asdf"))
+    assert len(files) == 36 and not list(out.glob("l2/*.partial"))
+    with rdm.open(files[0]) as model:
+        model.validate()
+        np.testing.assert_array_equal(model.data, ds.l2_data[0, 0].values)
+    rate = ds.l2_data.median(dim=("y", "x")).values
+    expected = med / ds.exposure_time.values[:, None] / 2.0   # 2 e-/DN
+    assert np.all(np.abs(rate / expected - 1.0) < 0.1)

@@ -259,6 +259,19 @@ def calibrate_block(data: np.ndarray, rows: tuple[int, int], cols: tuple[int, in
     return out
 
 
+def _with_halo(cube: np.ndarray, rows: tuple[int, int], cols: tuple[int, int], h: int
+               ) -> np.ndarray:
+    """``cube[..., rows, cols]`` grown by ``h`` pixels, zero beyond the array."""
+    n_y, n_x = cube.shape[-2:]
+    out = np.zeros(cube.shape[:-2] + (rows[1] - rows[0] + 2 * h, cols[1] - cols[0] + 2 * h),
+                   cube.dtype)
+    y0, y1 = max(rows[0] - h, 0), min(rows[1] + h, n_y)
+    x0, x1 = max(cols[0] - h, 0), min(cols[1] + h, n_x)
+    out[..., y0 - (rows[0] - h):y1 - (rows[0] - h), x0 - (cols[0] - h):x1 - (cols[0] - h)] = \
+        cube[..., y0:y1, x0:x1]
+    return out
+
+
 def calibrate_frame(data: np.ndarray, amp33: np.ndarray | None, model, ma_table: MATable,
                     options: CalOptions, groupdq: np.ndarray | None = None,
                     area: np.ndarray | None = None, tile: int = 512) -> dict[str, np.ndarray]:
@@ -266,32 +279,44 @@ def calibrate_frame(data: np.ndarray, amp33: np.ndarray | None, model, ma_table:
 
     Returns the L2 arrays of the N x N science window: ``data``, ``err``,
     ``var_poisson``, ``var_rnoise`` (float32) and ``dq`` (uint32).  ``area``
-    is (N, N) if given.
+    is (N, N) if given.  Only one block and its halo are worked on at a time.
     """
     n = model.frame_shape[0]
     nres = ma_table.nresultants
     if data.shape != (nres, n, n):
         raise ValueError(f"data are {data.shape}, expected {(nres, n, n)}")
     common, channel = exposure_reference(
-        model, ma_table, np.concatenate([data[:, :NBORDER], data[:, n - NBORDER:]], axis=1), amp33)
-    h = HALO
-    padded = np.pad(data, ((0, 0), (h, h), (h, h)))
-    gpadded = None if groupdq is None else np.pad(groupdq, ((0, 0), (h, h), (h, h)))
-    full_area = None
-    if area is not None:
-        full_area = np.ones((n, n))
-        full_area[NBORDER:n - NBORDER, NBORDER:n - NBORDER] = area
-    out = np.empty((5, n, n))
+        model, ma_table, np.concatenate([data[:, :NBORDER], data[:, n - NBORDER:]], axis=1),
+        amp33)
+    b = NBORDER
+    window = n - 2 * b
+    result = {name: np.empty((window, window), np.uint32 if name == "dq" else np.float32)
+              for name in OUTPUTS}
     for y0 in range(0, n, tile):
-        y1 = min(y0 + tile, n)
+        rows = (y0, min(y0 + tile, n))
         for x0 in range(0, n, tile):
-            x1 = min(x0 + tile, n)
-            sl = (slice(None), slice(y0, y1 + 2 * h), slice(x0, x1 + 2 * h))
-            out[:, y0:y1, x0:x1] = calibrate_block(
-                padded[sl], (y0, y1), (x0, x1), model, ma_table, common, channel, options,
-                None if gpadded is None else gpadded[sl],
-                None if full_area is None else full_area[y0:y1, x0:x1])
-    sci = (slice(NBORDER, n - NBORDER), slice(NBORDER, n - NBORDER))
-    result = {name: out[(i,) + sci].astype(np.float32) for i, name in enumerate(OUTPUTS[:4])}
-    result["dq"] = out[(4,) + sci].astype(np.uint32)
+            cols = (x0, min(x0 + tile, n))
+            block_area = None
+            if area is not None:
+                block_area = np.ones((rows[1] - rows[0], cols[1] - cols[0]))
+                ys = slice(max(rows[0], b), min(rows[1], n - b))
+                xs = slice(max(cols[0], b), min(cols[1], n - b))
+                if ys.start < ys.stop and xs.start < xs.stop:
+                    block_area[ys.start - rows[0]:ys.stop - rows[0],
+                               xs.start - cols[0]:xs.stop - cols[0]] = \
+                        area[ys.start - b:ys.stop - b, xs.start - b:xs.stop - b]
+            out = calibrate_block(
+                _with_halo(data, rows, cols, HALO), rows, cols, model, ma_table, common,
+                channel, options,
+                None if groupdq is None else _with_halo(groupdq, rows, cols, HALO), block_area)
+            # the block's share of the science window
+            ys = slice(max(rows[0], b), min(rows[1], n - b))
+            xs = slice(max(cols[0], b), min(cols[1], n - b))
+            if ys.start >= ys.stop or xs.start >= xs.stop:
+                continue
+            src = (slice(ys.start - rows[0], ys.stop - rows[0]),
+                   slice(xs.start - cols[0], xs.stop - cols[0]))
+            dst = (slice(ys.start - b, ys.stop - b), slice(xs.start - b, xs.stop - b))
+            for i, name in enumerate(OUTPUTS):
+                result[name][dst] = out[(i,) + src]
     return result

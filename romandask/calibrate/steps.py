@@ -28,11 +28,12 @@ in the order the signal passed through them, last stage first:
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from roman_datamodels.dqflags import group as groupflags
 from roman_datamodels.dqflags import pixel as pixelflags
 
-from ..detector.reference import NCHAN, Region, legendre_value
+from ..detector.reference import NCHAN, Region
 
 __all__ = [
     "apply_reference_correction",
@@ -122,28 +123,72 @@ def apply_reference_correction(data: np.ndarray, common_rows: np.ndarray,
     return data - common_rows[:, :, None] - channel_cols[:, None, :]
 
 
+@numba.njit(cache=True, nogil=True)
+def _legendre_cube(raw, smin, smax, coeffs, out):
+    """Legendre linearity of every resultant, continued along the tangent past |z| = 1."""
+    nres, ny, nx = raw.shape
+    order = coeffs.shape[0]
+    for y in range(ny):
+        for x in range(nx):
+            lo = smin[y, x]
+            half = (smax[y, x] - lo) / 2.0
+            for i in range(nres):
+                z = (raw[i, y, x] - lo) / half - 1.0
+                zc = min(max(z, -1.0), 1.0)
+                value = coeffs[0, y, x]
+                slope = 0.0
+                p_prev, p = 1.0, zc
+                d_prev, d = 0.0, 1.0
+                for k in range(1, order):
+                    value += coeffs[k, y, x] * p
+                    slope += coeffs[k, y, x] * d
+                    if k + 1 < order:
+                        p_next = ((2 * k + 1) * zc * p - k * p_prev) / (k + 1)
+                        d_next = d_prev + (2 * k + 1) * p
+                        p_prev, p = p, p_next
+                        d_prev, d = d, d_next
+                out[i, y, x] = value + slope * (z - zc)
+
+
 def linearize_cube(raw: np.ndarray, region: Region, usable: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Linearised signal (float64 DN) and NO_LIN_CORR pixel flags (uint32).
 
+    The same curve as :func:`romandask.detector.reference.linearize`, compiled.
     A pixel is flagged where a usable resultant lies beyond [Smin, Smax].
     """
-    smin = region.smin.astype(np.float64)
-    z = -1.0 + 2.0 * (raw - smin) / (region.smax - smin)
-    value = legendre_value(z, region.lin_coeffs)[0]
-    outside = ((np.abs(z) > 1.0) & usable).any(axis=0)
+    raw = np.ascontiguousarray(raw, np.float64)
+    smin = np.ascontiguousarray(region.smin, np.float64)
+    smax = np.ascontiguousarray(region.smax, np.float64)
+    value = np.empty_like(raw)
+    _legendre_cube(raw, smin, smax, np.ascontiguousarray(region.lin_coeffs, np.float64), value)
+    outside = (((raw < smin) | (raw > smax)) & usable).any(axis=0)
     return value, np.where(outside, np.uint32(pixelflags.NO_LIN_CORR), np.uint32(0))
+
+
+@numba.njit(cache=True, nogil=True)
+def _ipc_kernel(charge, kernel, out):
+    nres, H, W = charge.shape
+    for i in range(nres):
+        for y in range(H - 2):
+            for x in range(W - 2):
+                total = 0.0
+                for dy in range(3):
+                    for dx in range(3):
+                        # charge of the source pixel (y + 2 - dy, x + 2 - dx), frame + 1
+                        total += kernel[dy, dx, y + 2 - dy, x + 2 - dx] * \
+                            charge[i, y + 2 - dy, x + 2 - dx]
+                out[i, y, x] = total
 
 
 def _apply_ipc(charge: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """What the detector senses from ``charge`` (..., H, W): (..., H - 2, W - 2)."""
+    lead = charge.shape[:-2]
     H, W = charge.shape[-2:]
-    out = np.zeros(charge.shape[:-2] + (H - 2, W - 2), charge.dtype)
-    for dy in range(3):
-        for dx in range(3):
-            sy, sx = slice(2 - dy, H - dy), slice(2 - dx, W - dx)
-            out += kernel[dy, dx, sy, sx] * charge[..., sy, sx]
-    return out
+    flat = np.ascontiguousarray(charge, np.float64).reshape((-1, H, W))
+    out = np.empty((flat.shape[0], H - 2, W - 2))
+    _ipc_kernel(flat, np.ascontiguousarray(kernel, np.float64), out)
+    return out.reshape(lead + (H - 2, W - 2))
 
 
 def ipc_correct(observed: np.ndarray, kernel: np.ndarray) -> np.ndarray:
