@@ -198,3 +198,19 @@ def test_romanisim_l1_calibrates_like_romanisim_l2(tmp_path):
         truth = (pair["counts"] / pair["exposure_time"] - pair["dark_current"]) / pair["gain"]
         resid = (mine - truth) / np.asarray(ours.err, np.float64)
         assert abs(np.median(resid)) < 0.2
+
+
+def test_a_last_tile_thinner_than_the_halo(tmp_path):
+    """A 42-pixel window in 16-pixel tiles: the frame's last tile has 2 rows."""
+    from conftest import BASE, merge
+
+    from romandask.config import parse_config
+
+    data = merge(BASE, {"survey": {"exposures": BASE["survey"]["exposures"][:1], "scas": [3]},
+                        "detector": {"window": 42, "tile": 16},
+                        "calibration": {"fitter": "fixed"},
+                        "output": {"products": ["l2"]}})
+    written = run(parse_config(data, tmp_path), say=quiet)
+    with rdm.open(written["l2"][0]) as model:
+        model.validate()
+        assert model.data.shape == (42, 42) and np.isfinite(model.data).mean() > 0.99

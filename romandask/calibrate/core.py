@@ -28,7 +28,8 @@ from ..detector.l1 import extended_region, science_mask
 from ..detector.reference import NBORDER, NCHAN, channel_of, frame_index
 from ..instrument.matables import MATable
 from . import steps
-from .fixed_fit import JumpThresholds, RampOptimization, RampTimes, fit_fixed
+from .fixed_fit import (JumpThresholds, RampOptimization, RampTimes, fit_fixed,
+                        poisson_coefficient)
 
 __all__ = ["FITTERS", "HALO", "CalOptions", "OUTPUTS", "calibrate_block", "calibrate_frame",
            "effective_read_noise", "exposure_reference"]
@@ -118,8 +119,7 @@ def _fit(options: CalOptions, resultants, groupdq, read_noise, gain, ma_table: M
     # variance per unit rate, or use the fixed-weight one where it cannot be
     with np.errstate(divide="ignore", invalid="ignore"):
         coeff = np.where((slope > 0) & (res.var_poisson > 0), res.var_poisson / slope, np.nan)
-    fallback = fit_fixed(resultants[:, :1, :1] * 0, groupdq[:, :1, :1] * 0,
-                         np.ones((1, 1)), np.ones((1, 1)), times)["poisson_coeff"][0, 0]
+    fallback = poisson_coefficient(times, options.optimization)
     coeff = np.where(np.isfinite(coeff) | np.isnan(slope), coeff, fallback)
     return {"slope": slope, "var_rnoise": res.var_rnoise.astype(np.float64),
             "poisson_coeff": coeff, "dq": res.dq.astype(np.uint32)}

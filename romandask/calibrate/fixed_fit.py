@@ -46,7 +46,7 @@ import numpy as np
 from roman_datamodels.dqflags import group as groupflags
 from roman_datamodels.dqflags import pixel as pixelflags
 
-__all__ = ["JumpThresholds", "RampOptimization", "RampTimes", "fit_fixed"]
+__all__ = ["JumpThresholds", "RampOptimization", "RampTimes", "fit_fixed", "poisson_coefficient"]
 
 _EXCLUDE = np.uint32(groupflags.SATURATED | groupflags.DO_NOT_USE)
 _JUMP = np.uint32(pixelflags.JUMP_DET)
@@ -432,3 +432,13 @@ def fit_fixed(resultants, groupdq, read_noise, gain, times: RampTimes,
             "var_poisson": (np.maximum(slope, 0.0) * coef_p).astype(np.float32),
             "poisson_coeff": coef_p.astype(np.float32),
             "dq": flags.reshape(shape).astype(np.uint32)}
+
+
+def poisson_coefficient(times: RampTimes,
+                        optimization: RampOptimization = RampOptimization()) -> float:
+    """Poisson variance of the fixed-weight slope per unit rate (s^-1) of a full ramp."""
+    nres = len(times.tbar)
+    if nres < 2:
+        return float("nan")
+    return float(_full_ramp(times.tbar, times.cov_read, times.cov_poisson,
+                            float(optimization.u), nres)[7])
