@@ -175,6 +175,7 @@ def test_quickstart_run_writes_cube_and_footprint(tmp_path):
     with rdm.open(files[0]) as model:
         model.validate()
         np.testing.assert_array_equal(model.data, ds.l2_data[0, 0].values)
+    # (per nominal (0.11")^2 pixel: the SCAs' pixels are 0-12 % smaller)
     rate = ds.l2_data.median(dim=("y", "x")).values
     expected = med / ds.exposure_time.values[:, None] / 2.0   # 2 e-/DN
-    assert np.all(np.abs(rate / expected - 1.0) < 0.1)
+    assert np.all((rate / expected > 0.97) & (rate / expected < 1.2))
