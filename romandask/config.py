@@ -682,6 +682,11 @@ _Loader.add_implicit_resolver(
 def load_config(path: str | Path) -> Config:
     """Read and validate a YAML config; relative paths are relative to its folder."""
     path = Path(path)
+    return parse_config(read_yaml(path), path.parent, path.resolve())
+
+
+def read_yaml(path: Path) -> Any:
+    """The data of a YAML file (safe loader), or a one-line ConfigError."""
     if not path.is_file():
         raise ConfigError(str(path), "config file not found", "check the path")
     try:
@@ -698,4 +703,4 @@ def load_config(path: str | Path) -> Config:
         # a constructor failing on an explicitly tagged value, e.g. `!!int abc`
         raise ConfigError(str(path), f"not valid YAML: {exc}",
                           "fix or remove the explicit `!!` tag") from None
-    return parse_config(data, path.parent, path.resolve())
+    return data

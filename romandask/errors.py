@@ -7,6 +7,7 @@ line and exits with status 2; no traceback is shown.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -56,3 +57,30 @@ def check_writable_directory(directory: Path, where: str) -> None:
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(where, "is not a writable directory",
                           "choose a directory you can write to")
+
+
+def partial_path(path: Path) -> Path:
+    """The temporary name a file or store is written under before its rename."""
+    return path.with_name(path.name + ".partial")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary name for ``path``; rename it to ``path`` when the block succeeds.
+
+    On failure the temporary file is removed; an OSError becomes a one-line
+    OutputError.  A file with the final name is therefore always complete.
+    """
+    path = Path(path)
+    partial = partial_path(path)
+    try:
+        yield partial
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise OutputError(str(path), f"cannot write the file ({exc.strerror or exc})",
+                          "check that the directory exists, is writable and has "
+                          "space") from exc
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise

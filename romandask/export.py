@@ -61,7 +61,6 @@ Simulation truth
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -76,8 +75,7 @@ from roman_datamodels import datamodels as rdm
 
 from . import __version__
 from .config import N_PIX, Exposure
-from .errors import OutputError
-from .store import partial_path
+from .errors import atomic_path
 from .survey.footprint import SCAView
 
 #: Reference pixels on each side of the 4088 x 4088 science array.
@@ -574,26 +572,16 @@ def write_asdf(model: rdm.DataModel, path: Path, extra_tree: Mapping[str, Any] |
     if {"roman", "history", "asdf_library"} & set(extra_tree):
         raise ValueError("extra_tree cannot replace the 'roman', 'history' or "
                          "'asdf_library' entries")
-    partial = partial_path(path)
     # DataModel.save would stamp file_date with the clock; write the node ourselves.
     node = model._instance
     old_name = node.meta.filename
     node.meta.filename = path.name
     try:
         tree = {"roman": node, **extra_tree}
-        with asdf.config_context() as cfg:
+        with atomic_path(path) as partial, asdf.config_context() as cfg:
             cfg.array_inline_threshold = ARRAY_INLINE_THRESHOLD
             tree["history"] = _extension_history(tree)
             asdf.AsdfFile(tree).write_to(partial, all_array_compression=ARRAY_COMPRESSION)
-        os.replace(partial, path)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise OutputError(str(path), f"cannot write the file ({exc.strerror or exc})",
-                          "check that the directory exists, is writable and has "
-                          "space") from exc
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
     finally:
         node.meta.filename = old_name
     return path

@@ -41,7 +41,7 @@ from .detector.l1 import L1Tile, simulate_tile
 from .detector.model import detector_model
 from .detector.readout import Readout, make_readout
 from .detector.reference import CHANNEL_WIDTH, NBORDER
-from .errors import OutputError, check_writable_directory
+from .errors import OutputError, check_writable_directory, partial_path
 from .instrument.filters import GALSIM_NAME, bandpass
 from .scene.catalog import read_catalog, synthesize_catalog
 from .scene.psf import PSFKey, psf_model
@@ -551,7 +551,7 @@ def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Path]:
     products = set(config.output.products)
     if {"counts", "truth", "ramps", "l1", "l2"} & products:
         final = paths["store"]
-        partial = store.partial_path(final)
+        partial = partial_path(final)
         if partial.exists():
             shutil.rmtree(partial)
         coords = store.exposure_coords(survey.views, survey.exposures, survey.scas)

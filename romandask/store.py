@@ -41,10 +41,6 @@ import zarr
 STORE_NAME = "romandask.zarr"
 
 
-def partial_path(path: Path) -> Path:
-    return path.with_name(path.name + ".partial")
-
-
 def exposure_coords(views, exposures, scas) -> dict:
     """Coordinates of the exposure table and of each (exposure, SCA) window."""
     shape = (len(exposures), len(scas))

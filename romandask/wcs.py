@@ -70,8 +70,7 @@ from astropy.modeling import models
 from gwcs import coordinate_frames as cf
 
 from .config import N_PIX
-from .errors import OutputError
-from .store import partial_path
+from .errors import atomic_path
 
 #: Nominal area of a WFI pixel, arcsec^2: ``galsim.roman.pixel_scale`` squared.
 NOMINAL_PIXEL_AREA = galsim.roman.pixel_scale ** 2
@@ -754,15 +753,5 @@ def write_fits_image(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
     for name, array in zip(names, arrays.values()):
         hdus.append(fits.ImageHDU(data=_fits_array(array), header=wcs_cards.copy(), name=name))
 
-    partial = partial_path(path)
-    try:
+    with atomic_path(Path(path)) as partial:
         fits.HDUList(hdus).writeto(partial, overwrite=True, output_verify="exception")
-        os.replace(partial, path)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise OutputError(str(path), f"cannot write the file ({exc.strerror or exc})",
-                          "check that the directory exists, is writable and has "
-                          "space") from exc
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise

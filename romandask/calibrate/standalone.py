@@ -42,7 +42,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..config import (FITTERS, CalibrationConfig, ClusterConfig, ConfigError, _cluster,
-                      _detector, _Loader, _Section, parse_jump_pars, parse_ramp_opt)
+                      _detector, _Section, parse_jump_pars, parse_ramp_opt, read_yaml)
 from ..errors import InputError, OutputError, check_writable_directory
 
 __all__ = ["CalibrateJob", "calibrate", "calibrate_file", "load_calibrate_config"]
@@ -193,16 +193,8 @@ def load_calibrate_config(config: Any, overwrite: bool = False) -> CalibrateConf
     """A config from a YAML path or a dict (relative paths: to the YAML's folder, or cwd)."""
     if isinstance(config, Mapping):
         return parse_calibrate_config(dict(config), Path("."), overwrite)
-    import yaml
-
     path = Path(config)
-    if not path.is_file():
-        raise ConfigError(str(path), "config file not found", "check the path")
-    try:
-        data = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(path), f"not valid YAML: {getattr(exc, 'problem', exc)}",
-                          "fix the YAML syntax") from None
+    data = read_yaml(path)
     return parse_calibrate_config(data, path.parent, overwrite)
 
 
