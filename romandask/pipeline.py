@@ -10,8 +10,11 @@
 5. L1: one readout task per (exposure, SCA) (correlated noise, amp33,
    cosmic rays) and one detector task per tile of the frame, fed the
    expected counts with a one-pixel halo;
-6. the cubes and the truth table go to the zarr store; then one task per
-   (exposure, SCA) writes its L1 ASDF file from the store.
+6. L2: one reference-pixel task per (exposure, SCA) (amp33 and the top and
+   bottom reference rows) and one calibration task per frame tile, fed the
+   resultants with the calibration's halo (``overlap``);
+7. the cubes and the truth table go to the zarr store; then one task per
+   (exposure, SCA) writes its L1 and its L2 ASDF file from the store.
 
 The driver holds only the catalog and small per-tile source lists; pixels
 exist only inside tasks and in the store.
