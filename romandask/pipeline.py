@@ -392,25 +392,25 @@ def calibrate_task(seed: int, sca: int, det: DetectorConfig, ma_table, options, 
                    view: SCAView, halo: np.ndarray, ghalo: np.ndarray, reference) -> np.ndarray:
     """L2 of one frame tile from its resultants grown by the calibration halo."""
     from .calibrate.core import calibrate_block
-    from .wcs import pixel_area_map
 
     model = detector_model(det, seed, sca)
     common, channel = reference
-    area = frame_area(view, det.window, rows, cols, pixel_area_map)
+    area = frame_area(view, det.window, rows, cols)
     return calibrate_block(halo[0, 0], rows, cols, model, ma_table, common, channel, options,
                            ghalo[0, 0], area)
 
 
-def frame_area(view: SCAView, window: int, rows, cols, area_map) -> np.ndarray:
+def frame_area(view: SCAView, window: int, rows, cols) -> np.ndarray:
     """Relative pixel areas of a frame rectangle (1 on the reference border)."""
-    n = window + 2 * NBORDER
+    from .calibrate.core import science_part
+    from .wcs import pixel_area_map
+
     out = np.ones((rows[1] - rows[0], cols[1] - cols[0]))
-    r0, r1 = max(rows[0], NBORDER), min(rows[1], n - NBORDER)
-    c0, c1 = max(cols[0], NBORDER), min(cols[1], n - NBORDER)
-    if r0 < r1 and c0 < c1:
+    part = science_part(rows, cols, window + 2 * NBORDER)
+    if part is not None:
+        in_block, in_window = part
         origin = (view.bounds.xmin - 1, view.bounds.ymin - 1)
-        out[r0 - rows[0]:r1 - rows[0], c0 - cols[0]:c1 - cols[0]] = area_map(
-            view.wcs, origin, slice(r0 - NBORDER, r1 - NBORDER), slice(c0 - NBORDER, c1 - NBORDER))
+        out[in_block] = pixel_area_map(view.wcs, origin, *in_window)
     return out
 
 

@@ -24,7 +24,8 @@ import numpy as np
 from roman_datamodels.dqflags import group as groupflags
 from roman_datamodels.dqflags import pixel as pixelflags
 
-from ..detector.l1 import extended_region, science_mask
+from ..config import FITTERS
+from ..detector.l1 import extended_region, grown_rectangle, science_mask
 from ..detector.reference import NBORDER, NCHAN, channel_of, frame_index
 from ..instrument.matables import MATable
 from . import steps
@@ -32,12 +33,10 @@ from .fixed_fit import (JumpThresholds, RampOptimization, RampTimes, fit_fixed,
                         poisson_coefficient)
 
 __all__ = ["FITTERS", "HALO", "CalOptions", "OUTPUTS", "calibrate_block", "calibrate_frame",
-           "effective_read_noise", "exposure_reference"]
+           "effective_read_noise", "exposure_reference", "science_part"]
 
 #: Pixels of halo a block needs on each side.
 HALO = 4
-#: The ramp fitters, by configuration name.
-from ..config import FITTERS  # noqa: E402 (re-exported)
 #: The L2 arrays, in the order :func:`calibrate_block` stacks them.
 OUTPUTS = ("data", "err", "var_poisson", "var_rnoise", "dq")
 
@@ -188,11 +187,8 @@ def calibrate_block(data: np.ndarray, rows: tuple[int, int], cols: tuple[int, in
         gdq |= np.where(groupdq[:nres] & _EXCLUDE_IN, np.uint8(groupflags.DO_NOT_USE), 0)
 
     # 2. saturation (on the raw data less the bias correction)
-    r0, r1 = max(ext_rows[0], 0), min(ext_rows[1], frame)
-    c0, c1 = max(ext_cols[0], 0), min(ext_cols[1], frame)
-    bias = np.zeros(raw.shape)
-    bias[:, r0 - ext_rows[0]:H - (ext_rows[1] - r1), c0 - ext_cols[0]:W - (ext_cols[1] - c1)] = \
-        model.biascorr(slice(r0, r1), slice(c0, c1), ma_table)
+    (rs, cs), pad = grown_rectangle(rows, cols, h, frame)
+    bias = np.pad(model.biascorr(rs, cs, ma_table), ((0, 0),) + pad)
     reads = np.array([len(r) for r in ma_table.read_pattern], np.float64)
     noise = effective_read_noise(model, region.read_noise)
     margin = 5.0 * np.sqrt(noise ** 2 / reads.min() + model.c_pink ** 2)
@@ -259,17 +255,25 @@ def calibrate_block(data: np.ndarray, rows: tuple[int, int], cols: tuple[int, in
     return out
 
 
-def _with_halo(cube: np.ndarray, rows: tuple[int, int], cols: tuple[int, int], h: int
-               ) -> np.ndarray:
-    """``cube[..., rows, cols]`` grown by ``h`` pixels, zero beyond the array."""
-    n_y, n_x = cube.shape[-2:]
-    out = np.zeros(cube.shape[:-2] + (rows[1] - rows[0] + 2 * h, cols[1] - cols[0] + 2 * h),
-                   cube.dtype)
-    y0, y1 = max(rows[0] - h, 0), min(rows[1] + h, n_y)
-    x0, x1 = max(cols[0] - h, 0), min(cols[1] + h, n_x)
-    out[..., y0 - (rows[0] - h):y1 - (rows[0] - h), x0 - (cols[0] - h):x1 - (cols[0] - h)] = \
-        cube[..., y0:y1, x0:x1]
-    return out
+def _with_halo(cube: np.ndarray, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+    """``cube[..., rows, cols]`` of a frame grown by :data:`HALO`, zero beyond the frame."""
+    (rs, cs), pad = grown_rectangle(rows, cols, HALO, cube.shape[-1])
+    return np.pad(cube[..., rs, cs], ((0, 0),) * (cube.ndim - 2) + pad)
+
+
+def science_part(rows: tuple[int, int], cols: tuple[int, int], frame: int):
+    """Where a frame rectangle meets the science window.
+
+    Returns ``(in the rectangle, in the window)``, each a pair of slices, or
+    None if the rectangle lies on the reference border only.
+    """
+    b = NBORDER
+    y0, y1 = max(rows[0], b), min(rows[1], frame - b)
+    x0, x1 = max(cols[0], b), min(cols[1], frame - b)
+    if y0 >= y1 or x0 >= x1:
+        return None
+    return ((slice(y0 - rows[0], y1 - rows[0]), slice(x0 - cols[0], x1 - cols[0])),
+            (slice(y0 - b, y1 - b), slice(x0 - b, x1 - b)))
 
 
 def calibrate_frame(data: np.ndarray, amp33: np.ndarray | None, model, ma_table: MATable,
@@ -288,35 +292,25 @@ def calibrate_frame(data: np.ndarray, amp33: np.ndarray | None, model, ma_table:
     common, channel = exposure_reference(
         model, ma_table, np.concatenate([data[:, :NBORDER], data[:, n - NBORDER:]], axis=1),
         amp33)
-    b = NBORDER
-    window = n - 2 * b
+    window = n - 2 * NBORDER
     result = {name: np.empty((window, window), np.uint32 if name == "dq" else np.float32)
               for name in OUTPUTS}
     for y0 in range(0, n, tile):
         rows = (y0, min(y0 + tile, n))
         for x0 in range(0, n, tile):
             cols = (x0, min(x0 + tile, n))
+            part = science_part(rows, cols, n)
+            if part is None:
+                continue  # reference border only: not in the L2 window
+            in_block, in_window = part
             block_area = None
             if area is not None:
                 block_area = np.ones((rows[1] - rows[0], cols[1] - cols[0]))
-                ys = slice(max(rows[0], b), min(rows[1], n - b))
-                xs = slice(max(cols[0], b), min(cols[1], n - b))
-                if ys.start < ys.stop and xs.start < xs.stop:
-                    block_area[ys.start - rows[0]:ys.stop - rows[0],
-                               xs.start - cols[0]:xs.stop - cols[0]] = \
-                        area[ys.start - b:ys.stop - b, xs.start - b:xs.stop - b]
+                block_area[in_block] = area[in_window]
             out = calibrate_block(
-                _with_halo(data, rows, cols, HALO), rows, cols, model, ma_table, common,
-                channel, options,
-                None if groupdq is None else _with_halo(groupdq, rows, cols, HALO), block_area)
-            # the block's share of the science window
-            ys = slice(max(rows[0], b), min(rows[1], n - b))
-            xs = slice(max(cols[0], b), min(cols[1], n - b))
-            if ys.start >= ys.stop or xs.start >= xs.stop:
-                continue
-            src = (slice(ys.start - rows[0], ys.stop - rows[0]),
-                   slice(xs.start - cols[0], xs.stop - cols[0]))
-            dst = (slice(ys.start - b, ys.stop - b), slice(xs.start - b, xs.stop - b))
+                _with_halo(data, rows, cols), rows, cols, model, ma_table, common, channel,
+                options, None if groupdq is None else _with_halo(groupdq, rows, cols),
+                block_area)
             for i, name in enumerate(OUTPUTS):
-                result[name][dst] = out[(i,) + src]
+                result[name][in_window] = out[(i,) + in_block]
     return result

@@ -76,18 +76,25 @@ def charge_key(seed: int, exposure: int, sca: int) -> int:
     return int(rng.generator(seed, "l1", exposure, sca).integers(2 ** 63, dtype=np.int64))
 
 
+def grown_rectangle(rows: tuple[int, int], cols: tuple[int, int], depth: int, frame: int
+                    ) -> tuple[tuple[slice, slice], tuple[tuple[int, int], tuple[int, int]]]:
+    """A frame rectangle grown by ``depth`` pixels: its part within the frame
+    (row and column slices) and the padding that restores the rest."""
+    r0, r1 = max(rows[0] - depth, 0), min(rows[1] + depth, frame)
+    c0, c1 = max(cols[0] - depth, 0), min(cols[1] + depth, frame)
+    pad = ((r0 - (rows[0] - depth), rows[1] + depth - r1),
+           (c0 - (cols[0] - depth), cols[1] + depth - c1))
+    return (slice(r0, r1), slice(c0, c1)), pad
+
+
 def extended_region(model, rows: tuple[int, int], cols: tuple[int, int], depth: int):
     """The Region of a frame rectangle grown by ``depth`` pixels on every side.
 
     Beyond the frame, every array repeats its edge (reference pixels: no
     signal, identity IPC).
     """
-    frame = model.frame_shape[0]
-    r0, r1 = max(rows[0] - depth, 0), min(rows[1] + depth, frame)
-    c0, c1 = max(cols[0] - depth, 0), min(cols[1] + depth, frame)
-    pad = ((r0 - (rows[0] - depth), rows[1] + depth - r1),
-           (c0 - (cols[0] - depth), cols[1] + depth - c1))
-    region = model.region(slice(r0, r1), slice(c0, c1))
+    (rs, cs), pad = grown_rectangle(rows, cols, depth, model.frame_shape[0])
+    region = model.region(rs, cs)
     out = {}
     for name, value in vars(region).items():
         if isinstance(value, np.ndarray) and value.ndim >= 2:
