@@ -206,20 +206,31 @@ def _read_l1(path: Path):
     """The L1 model, its MA table and SCA; one-line errors for anything else."""
     import roman_datamodels.datamodels as rdm
 
-    from ..instrument.matables import MATable, check_read_pattern
-
     try:
         model = rdm.open(path)
     except Exception as exc:  # noqa: BLE001 - any reader failure is the user's file
         raise InputError(str(path), f"cannot be read as a Roman datamodel ({exc})",
                          "give an L1 (_uncal) ASDF file") from None
+    try:
+        table, sca = _check_l1(path, model)
+    except BaseException:
+        model.close()
+        raise
+    return model, table, sca
+
+
+def _check_l1(path: Path, model):
+    """The MA table and SCA of an open model, which must be a well-formed L1."""
+    import roman_datamodels.datamodels as rdm
+
+    from ..instrument.matables import MATable, check_read_pattern
+
     if not isinstance(model, rdm.ScienceRawModel):
         raise InputError(str(path), f"is a {type(model).__name__}, not L1 (ScienceRawModel)",
                          "give an L1 (_uncal) file; L2 files are already calibrated")
-    data = np.asarray(model.data)
-    if data.ndim != 3 or data.shape[1] != data.shape[2] or data.shape[1] < 10 \
-            or data.shape[1] % 2:
-        raise InputError(str(path), f"data are {data.shape}, not (resultants, N + 8, N + 8)",
+    shape = tuple(model.data.shape)  # the header only: the pixels are read when calibrating
+    if len(shape) != 3 or shape[1] != shape[2] or shape[1] < 10 or shape[1] % 2:
+        raise InputError(str(path), f"data are {shape}, not (resultants, N + 8, N + 8)",
                          "give an L1 file of a square window with its reference border")
     exp = model.meta.exposure
     pattern = [list(map(int, r)) for r in exp.read_pattern]
@@ -227,9 +238,9 @@ def _read_l1(path: Path):
     if problem:
         raise InputError(str(path), f"meta.exposure.read_pattern {problem}",
                          "give an L1 file with a valid read pattern")
-    if len(pattern) != data.shape[0]:
+    if len(pattern) != shape[0]:
         raise InputError(str(path), f"meta.exposure.read_pattern has {len(pattern)} resultants "
-                         f"but the data have {data.shape[0]}",
+                         f"but the data have {shape[0]}",
                          "give an L1 file whose read pattern matches its data")
     table = MATable.from_pattern(pattern, float(exp.frame_time),
                                  name=str(getattr(exp, "ma_table_name", "custom")))
@@ -239,7 +250,7 @@ def _read_l1(path: Path):
     except ValueError:
         raise InputError(str(path), f"meta.instrument.detector is {detector!r}",
                          "give an L1 file of one WFI SCA (WFI01 ... WFI18)") from None
-    return model, table, sca
+    return table, sca
 
 
 def _sim(model) -> Mapping:
@@ -293,17 +304,60 @@ def _window_wcs(job: CalibrateJob, model, window: int):
     return galsim.GSFitsWCS(header=galsim.FitsHeader(header=header)), header
 
 
-def calibrate_file(job: CalibrateJob) -> Path:
-    """Calibrate one L1 file into its L2 file (and FITS companion); returns the L2 path."""
-    from ..calibrate.core import calibrate_frame
-    from ..export import N_BORDER, l2_model, photometry_meta, write_asdf
-    from ..wcs import gwcs_from_galsim, pixel_area_map, write_fits_image
+@dataclasses.dataclass
+class _Opened:
+    """An L1 file opened and checked, with what its calibration needs."""
+
+    model: Any
+    table: Any
+    sca: int
+    window: int
+    detector: Any
+    wcs: Any
+    header: Any
+    photometry: dict
+
+
+def _open(job: CalibrateJob) -> _Opened:
+    """Open and check one input: its L1 file, reference data, WCS and filter.
+
+    Raises a one-line :class:`~romandask.errors.InputError` for anything
+    that would stop its calibration.  The caller closes ``model``.
+    """
+    from ..export import N_BORDER, photometry_meta
 
     model, table, sca = _read_l1(job.source)
+    try:
+        window = model.data.shape[-1] - 2 * N_BORDER
+        det = _detector_model(job, model, sca, window)
+        wcs, header = _window_wcs(job, model, window)
+        filt = str(model.meta.instrument.optical_element)
+        try:
+            photometry = photometry_meta(filt, det.reference_gain())
+        except KeyError:
+            raise InputError(str(job.source), f"meta.instrument.optical_element is {filt!r}",
+                             "give an imaging-filter exposure") from None
+    except BaseException:
+        model.close()
+        raise
+    return _Opened(model, table, sca, window, det, wcs, header, photometry)
+
+
+def calibrate_file(job: CalibrateJob) -> Path:
+    """Calibrate one L1 file into its L2 file (and FITS companion); returns the L2 path."""
+    opened = _open(job)
+    with opened.model:
+        return _calibrate_opened(job, opened)
+
+
+def _calibrate_opened(job: CalibrateJob, opened: _Opened) -> Path:
+    from ..calibrate.core import calibrate_frame
+    from ..export import l2_model, write_asdf
+    from ..wcs import gwcs_from_galsim, pixel_area_map, write_fits_image
+
+    model, table, sca, window = opened.model, opened.table, opened.sca, opened.window
+    det, wcs, header = opened.detector, opened.wcs, opened.header
     data = np.asarray(model.data)
-    window = data.shape[-1] - 2 * N_BORDER
-    det = _detector_model(job, model, sca, window)
-    wcs, header = _window_wcs(job, model, window)
     amp33 = np.asarray(model.amp33) if "amp33" in model else None
     if amp33 is not None and amp33.shape[1] != data.shape[1]:
         amp33 = None  # a full-height amp33 with a small window: no rows to match
@@ -317,15 +371,10 @@ def calibrate_file(job: CalibrateJob) -> Path:
     old = _sim(model)
     sim.update({k: old[k] for k in ("window", "window_origin", "detector", "truth") if k in old})
     filt = str(model.meta.instrument.optical_element)
-    try:
-        photometry = photometry_meta(filt, det.reference_gain())
-    except KeyError:
-        raise InputError(str(job.source), f"meta.instrument.optical_element is {filt!r}",
-                         "give an imaging-filter exposure") from None
     amp33_out = amp33 if amp33 is not None else np.zeros(
         (data.shape[0], data.shape[1], 128), np.uint16)
     l2 = l2_model(arrays, meta, gwcs_from_galsim(wcs, (0, 0), shape=(window, window)),
-                  l1_data=data, amp33=amp33_out, photometry=photometry, sim=sim,
+                  l1_data=data, amp33=amp33_out, photometry=opened.photometry, sim=sim,
                   filename=job.target.name)
     job.target.parent.mkdir(parents=True, exist_ok=True)
     write_asdf(l2, job.target)
@@ -348,11 +397,10 @@ def calibrate(config: Any, *, overwrite: bool = False,
     from ..cluster import compute, dask_client
 
     cfg = load_calibrate_config(config, overwrite)
-    # open every input once: a bad one fails before any work
+    # check every input (its header, reference data, WCS and filter): a bad
+    # one fails before any work
     for job in cfg.jobs:
-        model, table, sca = _read_l1(job.source)
-        _detector_model(job, model, sca, model.data.shape[-1] - 8)
-        _window_wcs(job, model, model.data.shape[-1] - 8)
+        _open(job).model.close()
     t0 = time.perf_counter()
     say(f"calibrating {len(cfg.jobs)} L1 file(s) with the {cfg.jobs[0].options.fitter} fit")
     with dask_client(cfg.cluster, say) as client:
