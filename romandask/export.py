@@ -400,16 +400,7 @@ def l1_model(data: np.ndarray, amp33: np.ndarray, exposure: Exposure, view: SCAV
         _check_array("resultantdq", resultantdq, data.shape, np.uint8)
 
     meta = l1_meta(exposure, view, extra_meta)
-    bounds = view.bounds
-    sim = {
-        "version": __version__,
-        "window": int(window),
-        "window_origin": [bounds.xmin - 1, bounds.ymin - 1],
-        "reference_border": N_BORDER,
-        "pixel_convention": PIXEL_CONVENTION,
-    }
-    if truth is not None:
-        sim["truth"] = truth_tree(truth)
+    sim = sim_record(view, window, truth)
     if sim_extra:
         sim.update(sim_extra)
 
@@ -422,6 +413,23 @@ def l1_model(data: np.ndarray, amp33: np.ndarray, exposure: Exposure, view: SCAV
     model[TREE_KEY] = sim
     model.validate()
     return model
+
+
+def sim_record(view: SCAView, window: int,
+               truth: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """The ``romandask`` entries every file of one SCA carries: the window, the
+    pixel convention and the truth table of its sources."""
+    bounds = view.bounds
+    sim = {
+        "version": __version__,
+        "window": int(window),
+        "window_origin": [bounds.xmin - 1, bounds.ymin - 1],
+        "reference_border": N_BORDER,
+        "pixel_convention": PIXEL_CONVENTION,
+    }
+    if truth is not None:
+        sim["truth"] = truth_tree(truth)
+    return sim
 
 
 def l1_meta(exposure: Exposure, view: SCAView,

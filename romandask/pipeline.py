@@ -452,46 +452,49 @@ def detector_record(det: DetectorConfig, seed: int) -> dict:
     return record
 
 
+def file_record(view: SCAView, det: DetectorConfig, seed: int) -> dict:
+    """What an L1 or L2 file records beyond the window and truth: the detector
+    model that made it and the window's FITS WCS (so that calibration can
+    rebuild both)."""
+    from .wcs import fits_header_from_galsim
+
+    origin = (view.bounds.xmin - 1, view.bounds.ymin - 1)
+    return {"detector": detector_record(det, seed),
+            "fits_wcs": fits_header_from_galsim(view.wcs, origin).tostring()}
+
+
 def l1_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: DetectorConfig,
                  seed: int, truth: dict, visit: dict, directory: Path) -> Path:
     """Write the L1 ASDF file of one (exposure, SCA) from the finished store."""
     from .export import write_l1
-    from .wcs import fits_header_from_galsim
 
     ds = xr.open_zarr(store_path, consolidated=True)
     nres = int(ds["nresultants"][ie])
     data = ds["ramps"][ie, isca, :nres].values
     amp33 = ds["amp33"][ie, isca, :nres].values
     dq = ds["groupdq"][ie, isca, :nres].values
-    origin = (view.bounds.xmin - 1, view.bounds.ymin - 1)
-    extra = {"detector": detector_record(det, seed),
-             "fits_wcs": fits_header_from_galsim(view.wcs, origin).tostring()}
     return write_l1(directory, data, amp33, view.exposure, view, det.window, truth, visit,
-                    resultantdq=dq, sim_extra=extra)
+                    resultantdq=dq, sim_extra=file_record(view, det, seed))
 
 
 def l2_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: DetectorConfig,
                  seed: int, truth: dict, visit: dict, directory: Path) -> Path:
     """Write the L2 ASDF file of one (exposure, SCA) from the finished store."""
-    from .export import (N_BORDER, l1_meta, l2_filename, l2_model, photometry_meta,
-                         truth_tree, write_asdf)
-    from .wcs import fits_header_from_galsim, gwcs_from_galsim
+    from .calibrate.core import OUTPUTS
+    from .export import l1_meta, l2_filename, l2_model, photometry_meta, sim_record, write_asdf
+    from .wcs import gwcs_from_galsim
 
     ds = xr.open_zarr(store_path, consolidated=True)
     nres = int(ds["nresultants"][ie])
-    arrays = {name: ds[f"l2_{name}"][ie, isca].values
-              for name in ("data", "err", "var_poisson", "var_rnoise", "dq")}
+    arrays = {name: ds[f"l2_{name}"][ie, isca].values for name in OUTPUTS}
+    gain = detector_model(det, seed, view.sca).reference_gain()
+    sim = {**sim_record(view, det.window, truth), **file_record(view, det, seed),
+           "reference_gain": gain}
     origin = (view.bounds.xmin - 1, view.bounds.ymin - 1)
-    model = detector_model(det, seed, view.sca)
-    sim = {"version": __version__, "window": int(det.window), "window_origin": list(origin),
-           "reference_border": N_BORDER, "detector": detector_record(det, seed),
-           "reference_gain": model.reference_gain(),
-           "fits_wcs": fits_header_from_galsim(view.wcs, origin).tostring(),
-           "truth": truth_tree(truth)}
     l2 = l2_model(arrays, l1_meta(view.exposure, view, visit), gwcs_from_galsim(view.wcs, origin),
                   l1_data=ds["ramps"][ie, isca, :nres].values,
                   amp33=ds["amp33"][ie, isca, :nres].values,
-                  photometry=photometry_meta(view.exposure.filter, model.reference_gain()),
+                  photometry=photometry_meta(view.exposure.filter, gain),
                   sim=sim, filename=l2_filename(view.exposure, view.sca))
     path = directory / l2_filename(view.exposure, view.sca)
     write_asdf(l2, path)
@@ -518,13 +521,9 @@ def write_product_files(kind: str, survey: Survey, truth: dict, store_path: Path
         mine = (truth["exposure"] == view.exposure.id) & (truth["sca"] == view.sca)
         subset = {name: values[mine] for name, values in truth.items()}
         visit = visit_metadata(survey.exposures, view.exposure)
-        if kind == "l1":
-            job = delayed(l1_file_task, pure=True)(store_path, ie, isca, view, cfg.detector,
-                                                   cfg.seed, subset, visit, directory)
-        else:
-            job = delayed(l2_file_task, pure=True)(store_path, ie, isca, view, cfg.detector,
-                                                   cfg.seed, subset, visit, directory)
-        jobs.append(job)
+        task = l1_file_task if kind == "l1" else l2_file_task
+        jobs.append(delayed(task, pure=True)(store_path, ie, isca, view, cfg.detector,
+                                             cfg.seed, subset, visit, directory))
     return list(compute(delayed(jobs), client, progress))
 
 
