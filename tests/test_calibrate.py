@@ -214,14 +214,14 @@ def test_saturation_dilution_flags_the_resultant_before():
     # a ramp that saturates at read 4: resultant 1 averages 2-5, read 5 clipped
     reads = np.minimum(sref + 12000.0 * np.arange(1, 10), sat)
     res = np.array([reads[[k - 1 for k in r]].mean() for r in pattern])[:, None, None]
-    flags = steps.flag_saturation(res, np.full((1, 1), sat), np.full((1, 1), sref), pattern,
-                                  3.0, np.zeros((1, 1)))
+    flags = steps.flag_saturation(res, np.full((1, 1), sat), np.full((1, 1), sref),
+                                  MATable.from_pattern(pattern, 3.0), np.zeros((1, 1)))
     assert list(flags[:, 0, 0] > 0) == [False, True, True]
     # the same ramp at a lower rate never fills the well
     reads = sref + 3000.0 * np.arange(1, 10)
     res = np.array([reads[[k - 1 for k in r]].mean() for r in pattern])[:, None, None]
-    flags = steps.flag_saturation(res, np.full((1, 1), sat), np.full((1, 1), sref), pattern,
-                                  3.0, np.zeros((1, 1)))
+    flags = steps.flag_saturation(res, np.full((1, 1), sat), np.full((1, 1), sref),
+                                  MATable.from_pattern(pattern, 3.0), np.zeros((1, 1)))
     assert not flags.any()
 
 

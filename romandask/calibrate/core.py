@@ -193,8 +193,7 @@ def calibrate_block(data: np.ndarray, rows: tuple[int, int], cols: tuple[int, in
     noise = effective_read_noise(model, region.read_noise)
     margin = 5.0 * np.sqrt(noise ** 2 / reads.min() + model.c_pink ** 2)
     gdq |= steps.flag_saturation(raw - bias, region.saturation.astype(np.float64),
-                                 region.sref.astype(np.float64), ma_table.read_pattern,
-                                 ma_table.frame_time, margin)
+                                 region.sref.astype(np.float64), ma_table, margin)
 
     # 3. reference pixels, 4. bias correction
     y = np.clip(np.arange(*ext_rows), 0, frame - 1)

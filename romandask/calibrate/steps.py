@@ -34,6 +34,7 @@ from roman_datamodels.dqflags import group as groupflags
 from roman_datamodels.dqflags import pixel as pixelflags
 
 from ..detector.reference import NCHAN, Region
+from ..instrument.matables import MATable
 
 __all__ = [
     "apply_reference_correction",
@@ -47,7 +48,7 @@ _SATURATED = np.uint8(groupflags.SATURATED)
 
 
 def flag_saturation(signal: np.ndarray, saturation: np.ndarray, sref: np.ndarray,
-                    read_pattern, frame_time: float, margin: np.ndarray) -> np.ndarray:
+                    ma_table: MATable, margin: np.ndarray) -> np.ndarray:
     """SATURATED group flags (uint8, like ``signal``) of raw resultants.
 
     ``signal`` (nres, ny, nx) is the raw data less the bias correction (DN);
@@ -57,8 +58,8 @@ def flag_saturation(signal: np.ndarray, saturation: np.ndarray, sref: np.ndarray
     nres = signal.shape[0]
     threshold = saturation - margin
     full = signal >= threshold[None]
-    tbar = np.array([np.mean(r) for r in read_pattern]) * frame_time
-    tlast = np.array([r[-1] for r in read_pattern]) * frame_time
+    tbar = ma_table.tbar
+    tlast = np.array([r[-1] for r in ma_table.read_pattern]) * ma_table.frame_time
     flagged = np.zeros(signal.shape, bool)
     flagged[:] = full
     for i in range(nres - 1):
@@ -74,7 +75,7 @@ def flag_saturation(signal: np.ndarray, saturation: np.ndarray, sref: np.ndarray
 def reference_offsets(ref_rows: np.ndarray, ref_level: np.ndarray, ref_channels: np.ndarray,
                       ref_row_index: np.ndarray, amp33: np.ndarray | None,
                       amp33_level: np.ndarray | None, m_pink: float,
-                      times: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Row-by-row common noise and per-channel offsets of one exposure.
 
     Parameters
@@ -86,8 +87,8 @@ def reference_offsets(ref_rows: np.ndarray, ref_level: np.ndarray, ref_channels:
     amp33 : (nres, nrows, 128) the reference output, or None.
     amp33_level : (nrows, 128) its median level.
     m_pink : its coupling to the common noise; 0 turns the row correction off.
-    times : (nres,) mean times of the resultants; if given, each channel's
-        offsets are a straight line in time fitted to the reference rows.
+    times : (nres,) mean times of the resultants: each channel's offsets are
+        a straight line in time fitted to the reference rows.
 
     Returns
     -------
@@ -95,19 +96,17 @@ def reference_offsets(ref_rows: np.ndarray, ref_level: np.ndarray, ref_channels:
     channel : (nres, 32) DN to subtract from every pixel of a channel.
     """
     nres = ref_rows.shape[0]
-    nrows = amp33.shape[1] if amp33 is not None else None
     if amp33 is not None and m_pink:
         common = ((amp33.astype(np.float64).mean(axis=2)
                    - amp33_level.astype(np.float64).mean(axis=1)[None]) / m_pink)
     else:
-        nrows = nrows if nrows is not None else int(ref_row_index.max()) + 1
-        common = np.zeros((nres, nrows))
+        common = np.zeros((nres, int(ref_row_index.max()) + 1))  # the last rows close the frame
     resid = (ref_rows.astype(np.float64) - ref_level[None]
              - common[:, ref_row_index, None])
     channel = np.zeros((nres, NCHAN))
     for c in np.unique(ref_channels):
         channel[:, c] = resid[:, :, ref_channels == c].mean(axis=(1, 2))
-    if times is not None and nres > 1:
+    if nres > 1:
         # the bias of a channel drifts slowly: fit a line in time, rather than
         # carry each resultant's noise in eight rows into every pixel
         t = np.asarray(times, np.float64)
