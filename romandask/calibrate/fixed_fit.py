@@ -49,6 +49,7 @@ from roman_datamodels.dqflags import pixel as pixelflags
 __all__ = ["JumpThresholds", "RampOptimization", "RampTimes", "fit_fixed", "poisson_coefficient"]
 
 _EXCLUDE = np.uint32(groupflags.SATURATED | groupflags.DO_NOT_USE)
+_SATURATED = np.uint32(groupflags.SATURATED)
 _JUMP = np.uint32(pixelflags.JUMP_DET)
 _NO_SLOPE = np.uint32(pixelflags.DO_NOT_USE)
 
@@ -312,8 +313,8 @@ def _full_ramp(tbar, cr, cp, u, nres):
 
 
 @numba.njit(cache=True, nogil=True)
-def _fit_all(data, gdq, sig2, gain, nreads, tbar, cr, cp, u, thr, exclude,
-             slope, var_r, coef_p, flags):
+def _fit_all(data, gdq, sig2, gain, nreads, tbar, cr, cp, u, thr, exclude, saturated,
+             jump_flag, no_slope_flag, slope, var_r, coef_p, flags):
     nres, npix = data.shape
     w, dt, first, span, tr, tp, wr, wp = _full_ramp(tbar, cr, cp, u, nres)
     nd = nres - 1
@@ -328,7 +329,7 @@ def _fit_all(data, gdq, sig2, gain, nreads, tbar, cr, cp, u, thr, exclude,
         for i in range(nres):
             if gdq[i, p] & exclude:
                 # nothing after a saturated resultant is usable
-                if gdq[i, p] & np.uint32(2):
+                if gdq[i, p] & saturated:
                     break
                 continue
             good[m] = i
@@ -339,7 +340,7 @@ def _fit_all(data, gdq, sig2, gain, nreads, tbar, cr, cp, u, thr, exclude,
             slope[p] = np.nan
             var_r[p] = np.nan
             coef_p[p] = np.nan
-            flags[p] |= np.uint32(1)
+            flags[p] |= no_slope_flag
             continue
         if m == nres:
             # every resultant usable: precomputed weights, and a jump search
@@ -373,9 +374,9 @@ def _fit_all(data, gdq, sig2, gain, nreads, tbar, cr, cp, u, thr, exclude,
         var_r[p] = out[1]
         coef_p[p] = out[3]
         if jumped:
-            flags[p] |= np.uint32(4)
+            flags[p] |= jump_flag
         if math.isnan(out[0]):
-            flags[p] |= np.uint32(1)
+            flags[p] |= no_slope_flag
 
 
 def fit_fixed(resultants, groupdq, read_noise, gain, times: RampTimes,
@@ -422,8 +423,8 @@ def fit_fixed(resultants, groupdq, read_noise, gain, times: RampTimes,
     if not use_jump:
         thr[:2] = np.inf
     _fit_all(data, gdq, sig2, g, times.nreads, times.tbar, times.cov_read, times.cov_poisson,
-             float(optimization.u), thr, _EXCLUDE, slope, var_r, coef_p, flags)
-    flags = np.where(flags & 4, _JUMP, 0) | np.where(flags & 1, _NO_SLOPE, 0)
+             float(optimization.u), thr, _EXCLUDE, _SATURATED, _JUMP, _NO_SLOPE,
+             slope, var_r, coef_p, flags)
     shape = (ny, nx)
     slope = slope.reshape(shape)
     coef_p = coef_p.reshape(shape)
