@@ -561,6 +561,8 @@ def _check_sequence(exposures) -> None:
 
 
 FITTERS = ("ols_cas22", "likely", "fixed")
+#: Fewest resultants stcal's likely fitter accepts.
+LIKELY_MIN_RESULTANTS = 4
 JUMP_KEYS = ("SthreshA", "SthreshB", "IthreshA", "IthreshB")
 RAMP_OPT_KEYS = ("slope", "gain", "sigma_read")
 
@@ -649,10 +651,12 @@ def parse_config(data: Any, base: Path = Path("."), source: Path | None = None) 
         _check_sequence(survey.exposures)
     calibration = _calibration(sec.raw("calibration"))
     if calibration.fitter == "likely":
-        short = [e for e in survey.exposures if e.ma_table.nresultants < 4]
+        short = [e for e in survey.exposures
+                 if e.ma_table.nresultants < LIKELY_MIN_RESULTANTS]
         if short:
             raise ConfigError("calibration.fitter",
-                              f"likely needs at least 4 resultants; exposure {short[0].id} "
+                              f"likely needs at least {LIKELY_MIN_RESULTANTS} resultants; "
+                              f"exposure {short[0].id} "
                               f"has {short[0].ma_table.nresultants}",
                               "use ols_cas22 or fixed, or longer MA tables")
     output = _output(sec.raw("output"), base)

@@ -122,6 +122,23 @@ def test_read_pattern_that_does_not_match_the_data(l1_run, tmp_path, capsys):
     assert "read_pattern has 8 resultants but the data have 9" in err
 
 
+def test_likely_refuses_a_short_ramp(l1_run, tmp_path, capsys):
+    _, written = l1_run
+    short = tmp_path / "short_uncal.asdf"
+    with asdf.open(written["l1"][0], lazy_load=False) as af:
+        roman = af.tree["roman"]
+        roman["meta"]["exposure"]["read_pattern"] = [[1], [2], [3, 4]]
+        for name in ("data", "amp33", "resultantdq"):
+            roman[name] = np.asarray(roman[name])[:3]
+        af.write_to(short)
+    config = _write_config(tmp_path / "c.yaml", IN=str(short), OUT=str(tmp_path / "o"),
+                           FITTER="likely")
+    assert _cli(config) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has 3 resultants; the likely fitter needs at least 4" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
 def test_caldir_missing_kind_and_wrong_shape(l1_run, tmp_path, capsys):
     from romandask.detector.reference import REQUIRED_KINDS
 

@@ -41,8 +41,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..config import (FITTERS, CalibrationConfig, ClusterConfig, ConfigError, _cluster,
-                      _detector, _Section, parse_jump_pars, parse_ramp_opt, read_yaml)
+from ..config import (FITTERS, LIKELY_MIN_RESULTANTS, CalibrationConfig, ClusterConfig,
+                      ConfigError, _cluster, _detector, _Section, parse_jump_pars,
+                      parse_ramp_opt, read_yaml)
 from ..errors import InputError, OutputError, check_writable_directory
 
 __all__ = ["CalibrateJob", "calibrate", "calibrate_file", "load_calibrate_config"]
@@ -331,6 +332,10 @@ def _open(job: CalibrateJob) -> _Opened:
         window = model.data.shape[-1] - 2 * N_BORDER
         det = _detector_model(job, model, sca, window)
         wcs, header = _window_wcs(job, model, window)
+        if job.options.fitter == "likely" and table.nresultants < LIKELY_MIN_RESULTANTS:
+            raise InputError(str(job.source), f"has {table.nresultants} resultants; the likely "
+                             f"fitter needs at least {LIKELY_MIN_RESULTANTS}",
+                             "use FITTER: ols_cas22 or fixed")
         filt = str(model.meta.instrument.optical_element)
         try:
             photometry = photometry_meta(filt, det.reference_gain())

@@ -106,6 +106,7 @@ from stcal.ramp_fitting import ols_cas22_fit
 from stcal.ramp_fitting.ols_cas22 import JUMP_DET as _CAS22_JUMP_DET
 from stcal.ramp_fitting.ols_cas22 import Parameter, Variance
 
+from romandask.config import LIKELY_MIN_RESULTANTS
 from romandask.instrument.matables import check_read_pattern
 
 __all__ = ["EXCLUDED_GROUP_FLAGS", "LIKELY_MIN_RESULTANTS", "FitResult",
@@ -114,8 +115,6 @@ __all__ = ["EXCLUDED_GROUP_FLAGS", "LIKELY_MIN_RESULTANTS", "FitResult",
 #: Group DQ bits that exclude a resultant from the fit.
 EXCLUDED_GROUP_FLAGS = int(group.SATURATED | group.DO_NOT_USE)
 
-#: Fewest resultants ``likely_ramp_fit`` accepts.
-LIKELY_MIN_RESULTANTS = 4
 
 _GROUP_DO_NOT_USE = int(group.DO_NOT_USE)
 _GROUP_JUMP_DET = int(group.JUMP_DET)
