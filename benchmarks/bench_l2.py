@@ -86,7 +86,7 @@ def calibrate(path: Path, fitter: str, tile: int) -> None:
         return wrapper
 
     core.extended_region = timed("reference data", l1mod.extended_region)
-    core._fit = timed("ramp fit", core._fit)
+    core.fit_ramp = timed("ramp fit", core.fit_ramp)
     t0 = time.process_time()
     w0 = time.perf_counter()
     out = calibrate_frame(data, amp33, model, table, small, tile=tile)

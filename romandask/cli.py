@@ -2,6 +2,8 @@
 
     romandask plan CONFIG          what would run: exposures x SCAs, tasks, bytes, cost
     romandask run  CONFIG          run it
+    romandask calibrate CONFIG     calibrate L1 files to L2 (gen_cal_image's config)
+    romandask inject L2... CATALOG OUT   inject catalog sources into L2 files
     romandask reffiles OUTDIR      write a synthetic detector model as CALDIR ASDF files
 
 User errors (bad config, bad input files, unwritable outputs) print one line
@@ -42,6 +44,31 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("config", help="YAML with IN, OUT, CALDIR, FITSWCS, JUMP_DETECT_PARS, ...")
     cal.add_argument("--overwrite", action="store_true", help="replace existing L2 files")
     cal.add_argument("--no-progress", action="store_true", help="no progress bar")
+    inj = sub.add_parser(
+        "inject", help="inject catalog sources into L2 files",
+        description="Inject the sources of CATALOG into each L2 file (romanisim's method: "
+                    "a virtual ramp from the L2 rate, the injected electrons apportioned into "
+                    "its reads, the ramp refitted).  One input: OUT is the .asdf file to "
+                    "write; several inputs (files or quoted globs): OUT is a directory that "
+                    "receives each input's name.")
+    inj.add_argument("paths", nargs="+", metavar="PATH",
+                     help="L2 file(s) or glob(s), then CATALOG (ECSV or Parquet), then OUT")
+    inj.add_argument("--seed", type=int, default=0, help="seed of the random draws [0]")
+    inj.add_argument("--fitter", choices=("ols_cas22", "likely", "fixed"),
+                     help="ramp fitter for the refit [the file's own; ols_cas22 for files "
+                          "that do not say]")
+    inj.add_argument("--stamp-radius", type=int, default=64,
+                     help="half-side of each source's stamp, pixels [64]")
+    inj.add_argument("--caldir", help="reference files (CALDIR) for files that do not record "
+                                      "their detector model [romanisim's scalar values]")
+    inj.add_argument("--gain", type=float, help="gain (e-/DN) for such files [2]")
+    inj.add_argument("--read-noise", type=float, help="read noise (DN) for such files [5]")
+    inj.add_argument("--workers", type=int, default=2,
+                     help="local worker processes, one file each at a time [2]")
+    inj.add_argument("--scheduler", help="address of a running Dask scheduler to use instead")
+    inj.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    inj.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     ref = sub.add_parser("reffiles", help="write synthetic reference files (a CALDIR)")
     ref.add_argument("outdir", help="directory for roman_wfi_<kind>_<tag>_SCA<NN>.asdf")
     ref.add_argument("--sca", default="1..18",
@@ -108,6 +135,51 @@ def reffiles(args) -> None:
         _say(f"SCA {sca:2d}: {len(paths)} files in {outdir} [{time.perf_counter() - t0:.0f} s]")
 
 
+def inject(args) -> None:
+    """Inject a catalog into L2 files, as ``romandask inject`` was asked."""
+    from pathlib import Path
+
+    from .config import ClusterConfig, DetectorConfig, ScalarDetectorConfig
+    from .errors import ConfigError
+    from .inject import inject as run_inject
+
+    if len(args.paths) < 3:
+        raise ConfigError("inject", f"got {len(args.paths)} path(s)",
+                          "give the L2 file(s), then the catalog, then OUT")
+    *inputs, catalog, output = args.paths
+    detector = None
+    if args.caldir is not None:
+        if args.gain is not None or args.read_noise is not None:
+            raise ConfigError("--caldir", "is given with --gain or --read-noise",
+                              "give either the reference files or the scalar values")
+        if not Path(args.caldir).is_dir():
+            raise ConfigError("--caldir", f"{args.caldir} is not a directory",
+                              "give the directory of roman_wfi_<kind>_*_SCA<NN>.asdf files")
+        detector = DetectorConfig(model="caldir", caldir=Path(args.caldir))
+    elif args.gain is not None or args.read_noise is not None:
+        scalar = ScalarDetectorConfig()
+        for flag, name, value in (("--gain", "gain", args.gain),
+                                  ("--read-noise", "read_noise", args.read_noise)):
+            if value is not None:
+                if not value > 0:
+                    raise ConfigError(flag, f"is {value}", "give a positive number")
+                scalar = dataclasses.replace(scalar, **{name: value})
+        detector = DetectorConfig(model="scalar", scalar=scalar)
+    if args.workers < 1:
+        raise ConfigError("--workers", f"is {args.workers}", "give at least 1")
+    cluster = (ClusterConfig(type="address", address=args.scheduler,
+                             progress=not args.no_progress)
+               if args.scheduler else
+               ClusterConfig(n_workers=args.workers, progress=not args.no_progress))
+    run_inject(inputs, catalog, output, seed=args.seed, fitter=args.fitter,
+               stamp_radius=args.stamp_radius, detector=detector, overwrite=args.overwrite,
+               cluster=cluster, say=_say, warn=_warn)
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def _say(message: str) -> None:
     print(message, flush=True)
 
@@ -118,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "reffiles":
             reffiles(args)
+            return 0
+        if args.command == "inject":
+            inject(args)
             return 0
         if args.command == "calibrate":
             from .calibrate.standalone import calibrate

@@ -478,8 +478,13 @@ def l1_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: Detec
 
 
 def l2_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: DetectorConfig,
-                 seed: int, truth: dict, visit: dict, directory: Path) -> Path:
-    """Write the L2 ASDF file of one (exposure, SCA) from the finished store."""
+                 seed: int, truth: dict, visit: dict, directory: Path,
+                 fitter: str = "ols_cas22") -> Path:
+    """Write the L2 ASDF file of one (exposure, SCA) from the finished store.
+
+    Its ``romandask`` record says how it was calibrated (detector model,
+    fitter, reference gain, rates per nominal pixel), for source injection.
+    """
     from .calibrate.core import OUTPUTS
     from .export import l1_meta, l2_filename, l2_model, photometry_meta, sim_record, write_asdf
     from .wcs import gwcs_from_galsim
@@ -489,7 +494,7 @@ def l2_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: Detec
     arrays = {name: ds[f"l2_{name}"][ie, isca].values for name in OUTPUTS}
     gain = detector_model(det, seed, view.sca).reference_gain()
     sim = {**sim_record(view, det.window, truth), **file_record(view, det, seed),
-           "reference_gain": gain}
+           "reference_gain": gain, "fitter": fitter, "pixel_area_normalised": True}
     origin = (view.bounds.xmin - 1, view.bounds.ymin - 1)
     l2 = l2_model(arrays, l1_meta(view.exposure, view, visit), gwcs_from_galsim(view.wcs, origin),
                   l1_data=ds["ramps"][ie, isca, :nres].values,
@@ -522,8 +527,9 @@ def write_product_files(kind: str, survey: Survey, truth: dict, store_path: Path
         subset = {name: values[mine] for name, values in truth.items()}
         visit = visit_metadata(survey.exposures, view.exposure)
         task = l1_file_task if kind == "l1" else l2_file_task
+        extra = {} if kind == "l1" else {"fitter": cfg.calibration.fitter}
         jobs.append(delayed(task, pure=True)(store_path, ie, isca, view, cfg.detector,
-                                             cfg.seed, subset, visit, directory))
+                                             cfg.seed, subset, visit, directory, **extra))
     return list(compute(delayed(jobs), client, progress))
 
 

@@ -17,6 +17,7 @@ STAGES = {
     "detector": 3,
     "readout": 4,
     "l1": 5,
+    "inject": 6,
 }
 
 

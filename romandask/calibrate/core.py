@@ -33,7 +33,7 @@ from .fixed_fit import (JumpThresholds, RampOptimization, RampTimes, fit_fixed,
                         poisson_coefficient)
 
 __all__ = ["FITTERS", "HALO", "CalOptions", "OUTPUTS", "calibrate_block", "calibrate_frame",
-           "effective_read_noise", "exposure_reference", "science_part"]
+           "effective_read_noise", "exposure_reference", "fit_ramp", "science_part"]
 
 #: Pixels of halo a block needs on each side.
 HALO = 4
@@ -100,9 +100,9 @@ def exposure_reference(model, ma_table: MATable, data_ref_rows: np.ndarray,
                                    amp33_level, model.m_pink, ma_table.tbar)
 
 
-def _fit(options: CalOptions, resultants, groupdq, read_noise, gain, ma_table: MATable,
+def fit_ramp(options: CalOptions, resultants, groupdq, read_noise, gain, ma_table: MATable,
          times: RampTimes) -> dict[str, np.ndarray]:
-    """Ramp fit in electrons: slope, var_rnoise, poisson_coeff, dq."""
+    """Ramp fit in electrons: slope, var_rnoise, poisson_coeff (variance per unit rate), dq."""
     if options.fitter == "fixed":
         return fit_fixed(resultants, groupdq, read_noise, gain, times, options.jump,
                          options.optimization, options.use_jump)
@@ -216,7 +216,7 @@ def calibrate_block(data: np.ndarray, rows: tuple[int, int], cols: tuple[int, in
 
     # 7. ramps, on the rectangle plus a 2-pixel ring for the local rates
     times = RampTimes.from_pattern(ma_table.read_pattern, ma_table.frame_time)
-    fit = _fit(options, charge, gdq2, noise[inner2] * gain[inner2], gain[inner2], ma_table,
+    fit = fit_ramp(options, charge, gdq2, noise[inner2] * gain[inner2], gain[inner2], ma_table,
                times)
     science2 = science[inner2]
     slope = np.where(science2, fit["slope"], np.nan)

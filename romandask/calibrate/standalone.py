@@ -260,8 +260,7 @@ def _sim(model) -> Mapping:
 
 
 def _detector_model(job: CalibrateJob, model, sca: int, window: int):
-    from ..config import DetectorConfig, ScalarDetectorConfig
-    from ..detector.model import detector_model
+    from ..detector.model import detector_model, model_from_record
     from ..detector.reference import CalDirModel, resolve_caldir
 
     if isinstance(job.caldir, dict):
@@ -275,10 +274,7 @@ def _detector_model(job: CalibrateJob, model, sca: int, window: int):
         raise InputError(str(job.source), "carries no record of its detector model",
                          "give CALDIR (the reference files), or DETECTOR: {model: scalar} for "
                          "romanisim's uniform reference values")
-    det = DetectorConfig(window=window, model=str(record["model"]),
-                         caldir=Path(record["caldir"]) if "caldir" in record else None,
-                         scalar=ScalarDetectorConfig(**dict(record.get("scalar", {}))))
-    return detector_model(det, int(record["seed"]), sca)
+    return model_from_record(record, sca, window)
 
 
 def _window_wcs(job: CalibrateJob, model, window: int):
@@ -372,7 +368,8 @@ def _calibrate_opened(job: CalibrateJob, opened: _Opened) -> Path:
     meta = {key: model.meta[key] for key in model.meta
             if key not in ("model_type", "product_type", "filename", "file_date")}
     sim = {"source": job.source.name, "fitter": job.options.fitter,
-           "reference_gain": float(det.reference_gain()), "fits_wcs": header.tostring()}
+           "reference_gain": float(det.reference_gain()), "pixel_area_normalised": True,
+           "fits_wcs": header.tostring()}
     old = _sim(model)
     sim.update({k: old[k] for k in ("window", "window_origin", "detector", "truth") if k in old})
     filt = str(model.meta.instrument.optical_element)

@@ -306,6 +306,46 @@ def _ramp_kernel(rate, pers, pers_weight, reset_e, ipc, inv_gain, coef, smin, sm
                     sums[res, s0 + i, c] += s
 
 
+@numba.njit(nogil=True, cache=True)
+def _apportion_kernel(lam, pixel, key, res_of_read, sums):
+    """Cumulative electrons of every read, summed into resultants (see :func:`apportion`)."""
+    nreads = res_of_read.shape[0] - 1
+    npix = lam.shape[0]
+    inc = np.empty((nreads + 1, 1, npix), np.float32)
+    hist = np.empty(nreads + 1, np.int64)
+    no_weight = np.zeros(nreads + 1)
+    for j in range(npix):
+        _increments(inc, hist, 0, j, lam[j], 0.0, no_weight, key, pixel[j], nreads)
+        q = 0.0
+        for k in range(1, nreads + 1):
+            q += inc[k, 0, j]
+            res = res_of_read[k]
+            if res >= 0:
+                sums[res, j] += q
+
+
+def apportion(expected: np.ndarray, pixel: np.ndarray, ma_table: MATable,
+              key: int) -> np.ndarray:
+    """Resultants (mean cumulative electrons) of pixels receiving ``expected`` electrons.
+
+    The electrons a pixel collects over the exposure, at a constant rate, are
+    apportioned into its reads exactly as the L1 simulation does it (the same
+    Poisson draws, from the same counter-based generator): ``expected`` (npix,)
+    is the mean over the exposure, ``pixel`` (npix,) the index that keys each
+    pixel's draws.  Returns float64 (nres, npix): each resultant the mean of
+    its reads' cumulative charge.  No detector effects are applied.
+    """
+    if ma_table.nreads >= _TOTAL_SLOT:
+        raise ValueError(f"MA tables are limited to {_TOTAL_SLOT - 1} reads, "
+                         f"got {ma_table.nreads}")
+    lam = np.maximum(np.asarray(expected, np.float64), 0.0) / ma_table.nreads
+    sums = np.zeros((ma_table.nresultants, lam.size))
+    _apportion_kernel(np.ascontiguousarray(lam), np.ascontiguousarray(pixel, np.int64),
+                      np.uint64(key), _resultant_index(ma_table), sums)
+    counts = np.array([len(r) for r in ma_table.read_pattern], np.float64)
+    return sums / counts[:, None]
+
+
 def _resultant_index(ma_table: MATable) -> np.ndarray:
     """Resultant of each read (index 1..nreads; -1 for reads no resultant keeps)."""
     out = np.full(ma_table.nreads + 1, -1, np.int64)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
+from pathlib import Path
 
-from ..config import DetectorConfig
+from ..config import DetectorConfig, ScalarDetectorConfig
 from .reference import CalDirModel, ScalarModel, SyntheticModel, resolve_caldir
 
 
@@ -23,3 +25,11 @@ def detector_model(config: DetectorConfig, seed: int, sca: int):
                            dark_current=s.dark_current, saturation=s.saturation,
                            reset_noise=s.reset_noise)
     return CalDirModel(resolve_caldir(config.caldir, sca), sca, config.window)
+
+
+def model_from_record(record: Mapping, sca: int, window: int):
+    """Rebuild the model a romandask file records under ``romandask.detector``."""
+    det = DetectorConfig(window=window, model=str(record["model"]),
+                         caldir=Path(record["caldir"]) if "caldir" in record else None,
+                         scalar=ScalarDetectorConfig(**dict(record.get("scalar", {}))))
+    return detector_model(det, int(record["seed"]), sca)

@@ -193,8 +193,8 @@ def _examples(values: Sequence, limit: int = 5) -> str:
 class _Validator:
     """Column conversions and checks that raise :class:`InputError`."""
 
-    def __init__(self, path: Path, table: Table):
-        self.where = f"catalog {path.name}"
+    def __init__(self, where: str, table: Table):
+        self.where = where
         self.table = table
 
     def fail(self, problem: str, fix: str) -> None:
@@ -347,8 +347,16 @@ def read_catalog(path: str | os.PathLike, filters: Iterable[str]) -> Table:
     """
     path = Path(path)
     filters = _check_filter_names(filters)
-    table = _read_table(path)
-    check = _Validator(path, table)
+    return validate_catalog(_read_table(path), filters, f"catalog {path.name}")
+
+
+def validate_catalog(table: Table, filters: Iterable[str], where: str = "catalog") -> Table:
+    """Validate a catalog table already in memory (see :func:`read_catalog`).
+
+    ``where`` names the catalog in error messages.
+    """
+    filters = _check_filter_names(filters)
+    check = _Validator(where, table)
 
     missing = [c for c in REQUIRED_COLUMNS if c not in table.colnames]
     if missing:
