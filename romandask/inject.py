@@ -528,7 +528,11 @@ def _open_l2(path: Path):
     if not path.is_file():
         raise InputError(str(path), "does not exist", "check the L2 file name")
     try:
-        return rdm.open(path)
+        with warnings.catch_warnings():
+            # a renamed file's meta.filename differs from its name; the output
+            # gets its own name anyway
+            warnings.filterwarnings("ignore", message="meta.filename")
+            return rdm.open(path)
     except Exception as exc:  # noqa: BLE001 - any reader failure is the user's file
         raise InputError(str(path), f"cannot be read as a Roman datamodel ({exc})",
                          "give an L2 (_cal) ASDF file") from None
@@ -544,6 +548,7 @@ def inject_file(job: InjectJob) -> tuple[Path, int]:
     """Inject one file; returns (path written, sources injected)."""
     from .export import write_asdf
 
+    job.target.parent.mkdir(parents=True, exist_ok=True)
     with _open_l2(job.source) as model:
         image = describe(model, job.options, str(job.source))
         if not len(job.sources["x"]):
