@@ -310,10 +310,6 @@ def _psf(image: L2Image, radius: int) -> _ShiftedPSF:
 # one block of the image (a physics kernel: arrays in, arrays out)
 # --------------------------------------------------------------------------
 
-def _tbar(table) -> np.ndarray:
-    return np.asarray(table.tbar, np.float64)
-
-
 def inject_block(arrays: Mapping[str, np.ndarray], expected: np.ndarray, region, area,
                  image: L2Image, options, key: int, pixel_index: np.ndarray
                  ) -> dict[str, np.ndarray] | None:
@@ -344,7 +340,8 @@ def inject_block(arrays: Mapping[str, np.ndarray], expected: np.ndarray, region,
     read_noise = effective_read_noise(image.detector, region.read_noise[mask]) * gain
     table = image.table
     # the virtual ramp of the image's own rate, and the injected electrons on it
-    virtual = (data[mask] * scale + dark)[None] * _tbar(table)[:, None]
+    tbar = np.asarray(table.tbar, np.float64)
+    virtual = (data[mask] * scale + dark)[None] * tbar[:, None]
     injected_e = expected[mask] * flat
     added = apportion(injected_e, pixel_index[mask], table, key)
     ramps = np.stack([virtual, virtual + added], axis=1)        # (nres, 2, npix)
@@ -402,7 +399,7 @@ def _inject(model, image: L2Image, sources: Mapping[str, np.ndarray],
     out = model.copy()
     # romanisim's L2 files may have no var_rnoise: it is then estimated, not stored
     names = tuple(n for n in ("data", "err", "var_poisson", "var_rnoise", "dq") if n in out)
-    targets = {name: out[name] for name in names}
+    targets = {name: np.asarray(out[name]) for name in names}  # the copy's own arrays
     ny, nx = image.shape
     radius = int(options.stamp_radius)
     psf = _psf(image, radius)
@@ -430,7 +427,7 @@ def _inject(model, image: L2Image, sources: Mapping[str, np.ndarray],
             area = (pixel_area_map(image.wcs, (0, 0), block[0], block[1])
                     if image.per_nominal_pixel else np.ones(expected.shape))
             rows, cols = np.mgrid[y0:y1, x0:x1]
-            arrays = {name: np.asarray(targets[name][block]) for name in names}
+            arrays = {name: targets[name][block] for name in names}
             for name in ("var_poisson", "var_rnoise"):
                 arrays.setdefault(name, np.full(expected.shape, np.nan))
             new = inject_block(arrays, expected, region, area, image, cal, key,
@@ -439,9 +436,8 @@ def _inject(model, image: L2Image, sources: Mapping[str, np.ndarray],
                 continue
             mask = new["mask"]
             for name in names:
-                part = np.asarray(targets[name][block])
+                part = targets[name][block]          # a view: written in place
                 part[mask] = new[name].astype(part.dtype)
-                targets[name][block] = part
             replaced += int(mask.sum())
     for name in names:
         out[name] = targets[name]
