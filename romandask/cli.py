@@ -18,6 +18,7 @@ import sys
 import warnings
 
 from . import __version__
+from .config import FITTERS
 from .errors import UserError
 
 
@@ -54,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     inj.add_argument("paths", nargs="+", metavar="PATH",
                      help="L2 file(s) or glob(s), then CATALOG (ECSV or Parquet), then OUT")
     inj.add_argument("--seed", type=int, default=0, help="seed of the random draws [0]")
-    inj.add_argument("--fitter", choices=("ols_cas22", "likely", "fixed"),
+    inj.add_argument("--fitter", choices=FITTERS,
                      help="ramp fitter for the refit [the file's own; ols_cas22 for files "
                           "that do not say]")
     inj.add_argument("--stamp-radius", type=int, default=64,

@@ -388,6 +388,13 @@ def _catalog_table(catalog, filters: Sequence[str]):
     return read_catalog(catalog, filters)
 
 
+def _catalog_name(catalog) -> str:
+    """How the truth entry names a catalog: its file name, or 'table'."""
+    from astropy.table import Table
+
+    return "table" if isinstance(catalog, Table) else Path(str(catalog)).name
+
+
 def _inject(model, image: L2Image, sources: Mapping[str, np.ndarray],
             options: InjectOptions) -> tuple[Any, int]:
     """Inject ``sources`` into a copy of ``model``; returns (copy, pixels replaced)."""
@@ -497,8 +504,7 @@ def inject_sources_into_l2(model, catalog, *, seed: int = 0, fitter: str | None 
                       InjectionWarning, stacklevel=2)
         return model.copy()
     out, replaced = _inject(model, image, sources, options)
-    name = catalog_name or (str(catalog) if not hasattr(catalog, "colnames") else "table")
-    _record(out, image, sources, options, name, replaced)
+    _record(out, image, sources, options, catalog_name or _catalog_name(catalog), replaced)
     out.validate()
     return out
 
@@ -621,7 +627,7 @@ def inject(inputs, catalog, output, *, seed: int = 0, fitter: str | None = None,
         with _open_l2(path) as model:
             images.append(describe(model, options, str(path)))
     table = _catalog_table(catalog, sorted({im.filter for im in images}))
-    name = Path(str(catalog)).name if not hasattr(catalog, "colnames") else "table"
+    name = _catalog_name(catalog)
     jobs = []
     for path, target, image in zip(sources, targets, images):
         selected = select(image, table, options.stamp_radius)
