@@ -75,7 +75,7 @@ from roman_datamodels import datamodels as rdm
 
 from . import __version__
 from .config import N_PIX, Exposure
-from .errors import atomic_path
+from .errors import InputError, atomic_path
 from .survey.footprint import SCAView
 
 #: Reference pixels on each side of the 4088 x 4088 science array.
@@ -413,6 +413,34 @@ def l1_model(data: np.ndarray, amp33: np.ndarray, exposure: Exposure, view: SCAV
     model[TREE_KEY] = sim
     model.validate()
     return model
+
+
+def read_exposure(model, where: str, kind: str):
+    """The MA table and SCA number a Roman file's ``meta`` records.
+
+    Raises a one-line :class:`~romandask.errors.InputError` for a read
+    pattern that is not valid or a detector that is not one WFI SCA; ``kind``
+    ("L1", "L2") names the file wanted in the fix.
+    """
+    from .instrument.matables import MATable, check_read_pattern
+
+    exp = model.meta.exposure
+    pattern = [list(map(int, r)) for r in exp.read_pattern]
+    problem = check_read_pattern(pattern)
+    if problem:
+        raise InputError(where, f"meta.exposure.read_pattern {problem}",
+                         f"give an {kind} file with a valid read pattern")
+    table = MATable.from_pattern(pattern, float(exp.frame_time),
+                                 name=str(getattr(exp, "ma_table_name", "custom")))
+    detector = str(model.meta.instrument.detector)
+    try:
+        sca = int(detector.replace("WFI", ""))
+        if not 1 <= sca <= 18:
+            raise ValueError(detector)
+    except ValueError:
+        raise InputError(where, f"meta.instrument.detector is {detector!r}",
+                         f"give an {kind} file of one WFI SCA (WFI01 ... WFI18)") from None
+    return table, sca
 
 
 def sim_record(view: SCAView, window: int,

@@ -183,40 +183,22 @@ def describe(model, options: InjectOptions = InjectOptions(), where: str = "L2")
     """
     import roman_datamodels.datamodels as rdm
 
+    from .export import read_exposure
     from .instrument.filters import FILTERS
-    from .instrument.matables import MATable, check_read_pattern
 
     if not isinstance(model, rdm.ImageModel):
         raise InputError(where, f"is a {type(model).__name__}, not L2 (ImageModel)",
                          "give a calibrated L2 (_cal) file")
     shape = tuple(model.data.shape)
-    if len(shape) != 2 or min(shape) < 8:
-        raise InputError(where, f"data are {shape}, not an image",
-                         "give an L2 file of one SCA's rates")
-    exp = model.meta.exposure
-    pattern = [list(map(int, r)) for r in exp.read_pattern]
-    problem = check_read_pattern(pattern)
-    if problem:
-        raise InputError(where, f"meta.exposure.read_pattern {problem}",
-                         "give an L2 file with a valid read pattern")
-    table = MATable.from_pattern(pattern, float(exp.frame_time),
-                                 name=str(getattr(exp, "ma_table_name", "custom")))
-    detector = str(model.meta.instrument.detector)
-    try:
-        sca = int(detector.replace("WFI", ""))
-        if not 1 <= sca <= 18:
-            raise ValueError
-    except ValueError:
-        raise InputError(where, f"meta.instrument.detector is {detector!r}",
-                         "give an L2 file of one WFI SCA (WFI01 ... WFI18)") from None
+    if len(shape) != 2 or shape[0] != shape[1] or shape[0] < 8:
+        raise InputError(where, f"data are {shape}, not a square image",
+                         "give an L2 file of one SCA (or a square window of it)")
+    table, sca = read_exposure(model, where, "L2")
     filt = str(model.meta.instrument.optical_element)
     if filt not in FILTERS:
         raise InputError(where, f"meta.instrument.optical_element is {filt!r}",
                          f"give an imaging exposure ({', '.join(FILTERS)})")
     sim = _sim(model)
-    if shape[0] != shape[1]:
-        raise InputError(where, f"data are {shape}, not square",
-                         "give an L2 file of a square SCA window")
     det = _detector_model(model, sca, shape[0], options)
     fitter = options.fitter or str(sim.get("fitter", "ols_cas22"))
     if fitter == "likely" and table.nresultants < LIKELY_MIN_RESULTANTS:
@@ -224,7 +206,7 @@ def describe(model, options: InjectOptions = InjectOptions(), where: str = "L2")
                          f"needs at least {LIKELY_MIN_RESULTANTS}",
                          "refit with fitter ols_cas22 or fixed")
     origin = tuple(int(v) for v in sim.get("window_origin", (0, 0)))
-    identity = f"{exp.start_time}|{detector}|{filt}"
+    identity = f"{model.meta.exposure.start_time}|{sca}|{filt}"
     return L2Image(sca=sca, filter=filt, table=table, shape=shape,
                    wcs=_fits_wcs(model, shape, where), origin=origin, detector=det,
                    reference_gain=float(sim.get("reference_gain", det.reference_gain())),
@@ -239,36 +221,15 @@ def describe(model, options: InjectOptions = InjectOptions(), where: str = "L2")
 def select(image: L2Image, catalog, margin: int) -> dict[str, np.ndarray]:
     """Catalog rows whose centre lies within ``margin`` pixels of the image.
 
-    Returns the columns of :func:`romandask.scene.select.select_sources`:
-    GalSim pixel ``x``, ``y`` of the image, ``flux`` in electrons over the
-    exposure, and the catalog's ``id``, ``ra``, ``dec``, ``type`` and shape.
+    Returns the columns of :func:`romandask.scene.select.sources_in`: GalSim
+    pixel ``x``, ``y`` of the image, ``flux`` in electrons over the exposure,
+    and the catalog's ``id``, ``ra``, ``dec``, ``type`` and shape.
     """
-    from .instrument.filters import electrons_per_maggie
-    from .scene.select import CatalogIndex
+    from .scene.select import CatalogIndex, sources_in
 
     ny, nx = image.shape
-    centre = image.wcs.toWorld(galsim.PositionD((nx + 1) / 2.0, (ny + 1) / 2.0))
-    radius = (0.5 * np.hypot(nx, ny) + margin + 2) * 0.12 / 3600.0
-    index = CatalogIndex(catalog)
-    rows = index.cone(centre.ra.deg, centre.dec.deg, radius)
-    ra = np.asarray(catalog["ra"], float)[rows]
-    dec = np.asarray(catalog["dec"], float)[rows]
-    if len(rows):
-        x, y = image.wcs.toImage(ra, dec, units="deg")
-        x, y = np.atleast_1d(x), np.atleast_1d(y)
-    else:
-        x = y = np.zeros(0)
-    keep = ((x >= 0.5 - margin) & (x <= nx + 0.5 + margin)
-            & (y >= 0.5 - margin) & (y <= ny + 0.5 + margin))
-    rows = rows[keep]
-    maggies = np.asarray(catalog[image.filter], float)[rows]
-    out = {"id": np.asarray(catalog["id"], np.int64)[rows], "ra": ra[keep], "dec": dec[keep],
-           "x": x[keep], "y": y[keep], "maggies": maggies,
-           "flux": maggies * electrons_per_maggie(image.filter) * image.table.exposure_time,
-           "type": np.asarray(catalog["type"]).astype("U3")[rows]}
-    for name in ("n", "half_light_radius", "pa", "ba"):
-        out[name] = np.asarray(catalog[name], float)[rows]
-    return out
+    return sources_in(image.wcs, galsim.BoundsI(1, nx, 1, ny), CatalogIndex(catalog), margin,
+                      image.filter, image.table.exposure_time)
 
 
 def truth_table(image: L2Image, sources: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -279,11 +240,14 @@ def truth_table(image: L2Image, sources: Mapping[str, np.ndarray]) -> dict[str, 
     pixel area where the image is so normalised: the aperture sum of
     ``data x area``).
     """
+    from .instrument.filters import electrons_per_maggie
+
     t = image.table.exposure_time
     return {"id": sources["id"], "ra": sources["ra"], "dec": sources["dec"],
             "x": sources["x"] - 1.0, "y": sources["y"] - 1.0, "type": sources["type"],
             "n": sources["n"], "half_light_radius": sources["half_light_radius"],
-            "pa": sources["pa"], "ba": sources["ba"], "flux": sources["maggies"],
+            "pa": sources["pa"], "ba": sources["ba"],
+            "flux": sources["flux"] / (electrons_per_maggie(image.filter) * t),
             "electrons": sources["flux"], "rate": sources["flux"] / t / image.reference_gain}
 
 

@@ -224,7 +224,7 @@ def _check_l1(path: Path, model):
     """The MA table and SCA of an open model, which must be a well-formed L1."""
     import roman_datamodels.datamodels as rdm
 
-    from ..instrument.matables import MATable, check_read_pattern
+    from ..export import read_exposure
 
     if not isinstance(model, rdm.ScienceRawModel):
         raise InputError(str(path), f"is a {type(model).__name__}, not L1 (ScienceRawModel)",
@@ -233,24 +233,11 @@ def _check_l1(path: Path, model):
     if len(shape) != 3 or shape[1] != shape[2] or shape[1] < 10 or shape[1] % 2:
         raise InputError(str(path), f"data are {shape}, not (resultants, N + 8, N + 8)",
                          "give an L1 file of a square window with its reference border")
-    exp = model.meta.exposure
-    pattern = [list(map(int, r)) for r in exp.read_pattern]
-    problem = check_read_pattern(pattern)
-    if problem:
-        raise InputError(str(path), f"meta.exposure.read_pattern {problem}",
-                         "give an L1 file with a valid read pattern")
-    if len(pattern) != shape[0]:
-        raise InputError(str(path), f"meta.exposure.read_pattern has {len(pattern)} resultants "
-                         f"but the data have {shape[0]}",
+    table, sca = read_exposure(model, str(path), "L1")
+    if table.nresultants != shape[0]:
+        raise InputError(str(path), f"meta.exposure.read_pattern has {table.nresultants} "
+                         f"resultants but the data have {shape[0]}",
                          "give an L1 file whose read pattern matches its data")
-    table = MATable.from_pattern(pattern, float(exp.frame_time),
-                                 name=str(getattr(exp, "ma_table_name", "custom")))
-    detector = str(model.meta.instrument.detector)
-    try:
-        sca = int(detector.replace("WFI", ""))
-    except ValueError:
-        raise InputError(str(path), f"meta.instrument.detector is {detector!r}",
-                         "give an L1 file of one WFI SCA (WFI01 ... WFI18)") from None
     return table, sca
 
 

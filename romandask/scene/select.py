@@ -37,26 +37,38 @@ def select_sources(view: SCAView, index: CatalogIndex, margin: int) -> dict[str,
 
     Kept: centre within ``margin`` pixels of the window's outer pixel edges.
     """
-    b = view.bounds
-    ny, nx = view.shape
-    ra_c, dec_c = view.center()
+    exposure = view.exposure
+    return sources_in(view.wcs, view.bounds, index, margin, exposure.filter,
+                      exposure.exposure_time)
+
+
+def sources_in(wcs, bounds, index: CatalogIndex, margin: int, filter_name: str,
+               exposure_time: float) -> dict[str, np.ndarray]:
+    """Sources whose centre lies within ``margin`` pixels of ``bounds`` (GalSim pixels).
+
+    Returns ``id``, ``ra``, ``dec``, GalSim pixel ``x``, ``y``, ``flux`` in
+    electrons over ``exposure_time`` in ``filter_name``, ``type`` and the
+    shape columns.
+    """
+    b = bounds
+    nx, ny = b.xmax - b.xmin + 1, b.ymax - b.ymin + 1
+    centre = wcs.toWorld(b.true_center)
     # Generous cone: the window's half-diagonal plus the margin, 0.12"/pix bound.
     radius = (0.5 * np.hypot(nx, ny) + margin + 2) * 0.12 / 3600.0
-    rows = index.cone(ra_c, dec_c, radius)
+    rows = index.cone(centre.ra.deg % 360.0, centre.dec.deg, radius)
     cat = index.catalog
     ra = np.asarray(cat["ra"], float)[rows]
     dec = np.asarray(cat["dec"], float)[rows]
     if len(rows):
-        x, y = view.wcs.toImage(ra, dec, units="deg")
+        x, y = wcs.toImage(ra, dec, units="deg")
         x, y = np.atleast_1d(x), np.atleast_1d(y)
     else:
         x = y = np.zeros(0)
     keep = ((x >= b.xmin - 0.5 - margin) & (x <= b.xmax + 0.5 + margin)
             & (y >= b.ymin - 0.5 - margin) & (y <= b.ymax + 0.5 + margin))
     rows = rows[keep]
-    exposure = view.exposure
-    flux_e = (np.asarray(cat[exposure.filter], float)[rows]
-              * electrons_per_maggie(exposure.filter) * exposure.exposure_time)
+    flux_e = (np.asarray(cat[filter_name], float)[rows]
+              * electrons_per_maggie(filter_name) * exposure_time)
     out = {
         "id": np.asarray(cat["id"], np.int64)[rows],
         "ra": ra[keep], "dec": dec[keep], "x": x[keep], "y": y[keep],
