@@ -5,7 +5,17 @@ thread each, listening on 127.0.0.1 only, with the dashboard on loopback.
 Its workers start with ``OMP_NUM_THREADS=1`` (distributed's pre-spawn
 environment), so NumPy and FFTW do not oversubscribe the cores.
 ``threads`` uses Dask's threaded scheduler in this process (no dashboard).
-``address`` connects to a running scheduler (``tcp://host:port``).
+``address`` connects to a running scheduler (``tcp://host:port``, or
+``tls://host:port`` with the user's certificates).
+``slurm`` starts a dask-jobqueue ``SLURMCluster``: batch jobs of worker
+processes, scaled adaptively between ``minimum_jobs`` and ``maximum_jobs``.
+Settings the config leaves out come from dask-jobqueue's own configuration
+(``jobqueue.slurm`` in a ``jobqueue.yaml``).  Workers get ``--lifetime`` (by
+default ten minutes short of the walltime, staggered) so that they hand
+their work back and leave before SLURM kills the job.  The scheduler and
+workers talk TLS: temporary certificates by default (written, readable by
+the user only, to ``shared_directory``), or the user's.  The dashboard stays
+on loopback unless ``dashboard_address`` says otherwise.
 """
 
 from __future__ import annotations
@@ -17,7 +27,8 @@ from typing import Callable, Iterator
 
 import dask
 
-from .config import ClusterConfig
+from .config import ClusterConfig, walltime_seconds
+from .errors import ConfigError
 
 
 @contextlib.contextmanager
@@ -43,10 +54,92 @@ def dask_client(cfg: ClusterConfig, say: Callable[[str], None] = print) -> Itera
             yield client
         return
 
-    with Client(cfg.address) as client:
+    if cfg.type == "slurm":
+        from dask_jobqueue import SLURMCluster
+
+        kwargs = slurm_kwargs(cfg)
+        try:
+            cluster = SLURMCluster(**kwargs)
+        except ValueError as exc:  # dask-jobqueue: cores or memory set nowhere
+            raise ConfigError("cluster", f"cannot start a SLURM cluster ({exc})",
+                              "set cluster.cores and cluster.memory, or give them in a "
+                              "jobqueue.yaml") from None
+        with cluster, Client(cluster, security=kwargs.get("security")) as client:
+            slurm = cfg.slurm
+            cluster.adapt(minimum_jobs=slurm.minimum_jobs, maximum_jobs=slurm.maximum_jobs)
+            say(f"dask: SLURM cluster, {slurm.minimum_jobs} to {slurm.maximum_jobs} job(s); "
+                f"scheduler {cluster.scheduler_address}; dashboard {client.dashboard_link}")
+            yield client
+        return
+
+    with Client(cfg.address, security=user_security(cfg)) as client:
         n = len(client.scheduler_info().get("workers", {}))
         say(f"dask: scheduler {cfg.address} ({n} workers); dashboard {client.dashboard_link}")
         yield client
+
+
+def user_security(cfg: ClusterConfig):
+    """A ``distributed.Security`` from the user's certificates (None without them)."""
+    if cfg.tls is None:
+        return None
+    from distributed import Security
+
+    return Security(tls_ca_file=str(cfg.tls.ca_file), tls_client_cert=str(cfg.tls.cert),
+                    tls_client_key=str(cfg.tls.key), tls_scheduler_cert=str(cfg.tls.cert),
+                    tls_scheduler_key=str(cfg.tls.key), tls_worker_cert=str(cfg.tls.cert),
+                    tls_worker_key=str(cfg.tls.key), require_encryption=True)
+
+
+def worker_lifetime(walltime: str | None, lifetime: str | None,
+                    stagger: str | None) -> tuple[str | None, str | None]:
+    """``--lifetime`` and ``--lifetime-stagger`` of SLURM workers.
+
+    Given, they are used; otherwise, from the walltime: ten minutes short of it
+    (a fifth short for walltimes under an hour), staggered by a tenth of the
+    lifetime up to 4 minutes, so that workers do not all leave at once.
+    """
+    if lifetime is None and walltime is not None:
+        seconds = walltime_seconds(walltime)
+        life = seconds - 600 if seconds >= 3600 else int(seconds * 0.8)
+        lifetime = f"{life}s"
+        if stagger is None:
+            stagger = f"{min(240, life // 10)}s"
+    return lifetime, stagger
+
+
+def slurm_kwargs(cfg: ClusterConfig) -> dict:
+    """Keyword arguments of ``dask_jobqueue.SLURMCluster`` for ``cfg`` (type slurm)."""
+    import os
+
+    slurm = cfg.slurm
+    kwargs: dict = {}
+    for name in ("queue", "account", "cores", "processes", "memory", "walltime", "interface"):
+        value = getattr(slurm, name)
+        if value is not None:
+            kwargs[name] = value
+    if slurm.job_extra_directives:
+        kwargs["job_extra_directives"] = list(slurm.job_extra_directives)
+    extra = []
+    lifetime, stagger = worker_lifetime(slurm.walltime, slurm.lifetime, slurm.lifetime_stagger)
+    if lifetime is not None:
+        extra += ["--lifetime", lifetime]
+        if stagger is not None:
+            extra += ["--lifetime-stagger", stagger]
+    if extra:
+        kwargs["worker_extra_args"] = extra
+    # one thread per worker process, no oversubscribed BLAS/FFTW
+    kwargs["job_script_prologue"] = ["export OMP_NUM_THREADS=1"]
+    kwargs["scheduler_options"] = {"dashboard_address": cfg.dashboard_address}
+    if cfg.tls is not None:
+        kwargs["security"] = user_security(cfg)
+    elif slurm.tls:
+        from distributed import Security
+
+        kwargs["security"] = Security.temporary()
+        kwargs["shared_temp_directory"] = str(slurm.shared_directory or os.getcwd())
+    if "security" in kwargs:
+        kwargs["protocol"] = "tls://"
+    return kwargs
 
 
 def compute(collection, client, progress: bool = True):

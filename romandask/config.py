@@ -30,7 +30,7 @@ ALL_SCAS = tuple(range(1, 19))
 PRODUCTS = ("counts", "truth", "ramps", "l1", "l2", "footprint")
 #: Sources of the detector model (reference data).
 DETECTOR_MODELS = ("synthetic", "scalar", "caldir")
-CLUSTER_TYPES = ("local", "threads", "address")
+CLUSTER_TYPES = ("local", "threads", "address", "slurm")
 
 _REQUIRED = object()
 
@@ -140,6 +140,37 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class TLSConfig:
+    """User certificates for TLS (PEM files); without them a SLURM cluster
+    makes temporary ones."""
+
+    ca_file: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class SlurmConfig:
+    """A dask-jobqueue SLURMCluster.  None: dask-jobqueue's own config
+    (``jobqueue.slurm`` in a ``jobqueue.yaml``) decides."""
+
+    queue: str | None = None
+    account: str | None = None
+    cores: int | None = None
+    processes: int | None = None
+    memory: str | None = None
+    walltime: str | None = None
+    job_extra_directives: tuple[str, ...] = ()
+    minimum_jobs: int = 0
+    maximum_jobs: int = 1
+    lifetime: str | None = None           # worker --lifetime, e.g. "50m"
+    lifetime_stagger: str | None = None   # worker --lifetime-stagger, e.g. "4m"
+    interface: str | None = None          # network interface the cluster talks on
+    shared_directory: Path | None = None  # seen by the workers (temporary certificates)
+    tls: bool = True                      # encrypt scheduler <-> worker traffic
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     type: str = "local"
     n_workers: int = 2
@@ -148,6 +179,8 @@ class ClusterConfig:
     address: str | None = None
     dashboard_address: str = "127.0.0.1:0"
     progress: bool = True
+    slurm: SlurmConfig | None = None
+    tls: TLSConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -616,9 +649,93 @@ def _output(data: Any, base: Path) -> OutputConfig:
     return OutputConfig(directory, tuple(p for p in PRODUCTS if p in products), overwrite)
 
 
+_WALLTIME = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d{2})$|^(\d+)$")
+
+
+def walltime_seconds(text: str) -> int | None:
+    """SLURM's ``[D-]HH:MM:SS``, ``MM:SS`` or ``MM`` in seconds (None if malformed)."""
+    m = _WALLTIME.match(text.strip())
+    if not m:
+        return None
+    if m.group(5) is not None:
+        return int(m.group(5)) * 60
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in m.group(1, 2, 3, 4))
+    if m.group(2) is None:  # MM:SS
+        hours, minutes = 0, int(m.group(3))
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def _duration(sec: _Section, key: str) -> str | None:
+    """A worker lifetime like ``50m``, ``3h``, ``90s`` (dask's time strings)."""
+    value = sec.get(key, str, None)
+    if value is not None and not re.fullmatch(r"\d+(\.\d+)?\s*(s|m|h|d|ms)", value.strip()):
+        raise ConfigError(sec.sub(key), f"{value!r} is not a duration",
+                          "write it like 50m, 3h or 90s")
+    return value
+
+
+def _slurm(sec: _Section) -> SlurmConfig:
+    walltime = sec.get("walltime", str, None)
+    if walltime is not None and not walltime_seconds(walltime):
+        raise ConfigError(sec.sub("walltime"), f"{walltime!r} is not a SLURM time",
+                          "write it as HH:MM:SS or D-HH:MM:SS")
+    extra = sec.get("job_extra_directives", list, [])
+    for i, item in enumerate(extra):
+        if not isinstance(item, str) or not item.startswith("-"):
+            raise ConfigError(f"{sec.sub('job_extra_directives')}[{i}]",
+                              f"{item!r} is not an sbatch option",
+                              "write each as a string like --constraint=cpu")
+    minimum = sec.get("minimum_jobs", int, 0, minimum=0)
+    maximum = sec.get("maximum_jobs", int, max(1, minimum), minimum=1)
+    if maximum < minimum:
+        raise ConfigError(sec.sub("maximum_jobs"), f"{maximum} is below minimum_jobs {minimum}",
+                          "give maximum_jobs >= minimum_jobs")
+    shared = sec.get("shared_directory", str, None)
+    cores = sec.get("cores", int, None, minimum=1)
+    processes = sec.get("processes", int, None, minimum=1)
+    if cores is not None and processes is not None and processes > cores:
+        raise ConfigError(sec.sub("processes"), f"{processes} is more than cores {cores}",
+                          "give at most one worker process per core")
+    return SlurmConfig(
+        queue=sec.get("queue", str, None), account=sec.get("account", str, None),
+        cores=cores, processes=processes, memory=sec.get("memory", str, None),
+        walltime=walltime, job_extra_directives=tuple(extra), minimum_jobs=minimum,
+        maximum_jobs=maximum, lifetime=_duration(sec, "lifetime"),
+        lifetime_stagger=_duration(sec, "lifetime_stagger"),
+        interface=sec.get("interface", str, None),
+        shared_directory=Path(shared) if shared else None,
+        tls=sec.get("tls", bool, True))
+
+
+def _tls(data: Any) -> TLSConfig | None:
+    if data is None:
+        return None
+    sec = _Section(data, "cluster.certificates", keys=("ca_file", "cert", "key"))
+    paths = {}
+    for key in ("ca_file", "cert", "key"):
+        path = Path(sec.get(key, str, hint="give the PEM files: ca_file, cert and key"))
+        if not path.is_file():
+            raise ConfigError(sec.sub(key), f"{path} does not exist", "give a PEM file")
+        paths[key] = path
+    return TLSConfig(**paths)
+
+
+_SLURM_KEYS = ("queue", "account", "cores", "processes", "memory", "walltime",
+               "job_extra_directives", "minimum_jobs", "maximum_jobs", "lifetime",
+               "lifetime_stagger", "interface", "shared_directory", "tls")
+
+
 def _cluster(data: Any) -> ClusterConfig:
     sec = _Section(data, "cluster")
     kind = sec.get("type", str, "local", choices=CLUSTER_TYPES)
+    slurm = None
+    if kind == "slurm":
+        slurm = _slurm(sec)
+    else:
+        given = [k for k in _SLURM_KEYS if k in sec.data]
+        if given:
+            raise ConfigError(sec.sub(given[0]), f"is a SLURM setting, but cluster.type is {kind}",
+                              "remove it, or set cluster.type: slurm")
     cfg = ClusterConfig(
         type=kind,
         n_workers=sec.get("n_workers", int, 2, minimum=1),
@@ -627,6 +744,8 @@ def _cluster(data: Any) -> ClusterConfig:
         address=sec.get("address", str, None),
         dashboard_address=sec.get("dashboard_address", str, "127.0.0.1:0"),
         progress=sec.get("progress", bool, True),
+        slurm=slurm,
+        tls=_tls(sec.raw("certificates")),
     )
     if kind == "address" and not cfg.address:
         raise ConfigError("cluster.address", "is required when cluster.type is address",
@@ -634,6 +753,9 @@ def _cluster(data: Any) -> ClusterConfig:
     if cfg.address and not cfg.address.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
         raise ConfigError("cluster.address", f"{cfg.address!r} is not a scheduler address",
                           "write it as tcp://HOST:PORT or tls://HOST:PORT")
+    if cfg.address and cfg.address.startswith("tls://") and cfg.tls is None:
+        raise ConfigError("cluster.certificates", "are required for a tls:// scheduler",
+                          "give ca_file, cert and key (PEM files)")
     sec.done()
     return cfg
 
