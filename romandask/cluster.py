@@ -120,15 +120,19 @@ def slurm_kwargs(cfg: ClusterConfig) -> dict:
     if slurm.job_extra_directives:
         kwargs["job_extra_directives"] = list(slurm.job_extra_directives)
     extra = []
-    lifetime, stagger = worker_lifetime(slurm.walltime, slurm.lifetime, slurm.lifetime_stagger)
+    walltime = slurm.walltime or dask.config.get("jobqueue.slurm.walltime", None)
+    lifetime, stagger = worker_lifetime(walltime, slurm.lifetime, slurm.lifetime_stagger)
     if lifetime is not None:
         extra += ["--lifetime", lifetime]
         if stagger is not None:
             extra += ["--lifetime-stagger", stagger]
     if extra:
         kwargs["worker_extra_args"] = extra
-    # one thread per worker process, no oversubscribed BLAS/FFTW
-    kwargs["job_script_prologue"] = ["export OMP_NUM_THREADS=1"]
+    # one thread per worker process, no oversubscribed BLAS/FFTW (after the
+    # site's own prologue: module loads, environments)
+    kwargs["job_script_prologue"] = [
+        *(dask.config.get("jobqueue.slurm.job-script-prologue", None) or []),
+        "export OMP_NUM_THREADS=1"]
     kwargs["scheduler_options"] = {"dashboard_address": cfg.dashboard_address}
     if cfg.tls is not None:
         kwargs["security"] = user_security(cfg)

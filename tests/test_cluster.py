@@ -50,11 +50,18 @@ def test_slurm_defaults_come_from_jobqueue_yaml(tmp_path):
     """Keys the run config leaves out come from the deploy example's jobqueue.yaml."""
     site = yaml.safe_load((DEPLOY / "jobqueue.yaml").read_text())["jobqueue"]["slurm"]
     site["local-directory"] = str(tmp_path)
-    cfg = _cluster({"type": "slurm", "walltime": "00:30:00", "lifetime": "20m", "tls": False})
+    site["job-script-prologue"] = ["source /opt/site/env.sh"]
+    cfg = _cluster({"type": "slurm", "tls": False})
     with dask.config.set({f"jobqueue.slurm.{k}": v for k, v in site.items()}):
         script, address, _ = _job_script(cfg)
+        # the run config's own values win
+        override, _, _ = _job_script(_cluster({"type": "slurm", "walltime": "00:30:00",
+                                               "lifetime": "20m", "tls": False}))
     assert "#SBATCH -p normal" in script and "#SBATCH --cpus-per-task=32" in script
-    assert "-t 00:30:00" in script and "--lifetime 20m" in script
+    # the lifetime follows the site's walltime; the site's prologue is kept
+    assert "-t 04:00:00" in script and "--lifetime 13800s" in script
+    assert script.index("source /opt/site/env.sh") < script.index("OMP_NUM_THREADS=1")
+    assert "-t 00:30:00" in override and "--lifetime 20m" in override
     assert "--nworkers 32" in script and "tls" not in script and address.startswith("tcp://")
 
 
