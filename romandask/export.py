@@ -415,6 +415,29 @@ def l1_model(data: np.ndarray, amp33: np.ndarray, exposure: Exposure, view: SCAV
     return model
 
 
+def sim_entries(model) -> Mapping[str, Any]:
+    """The ``romandask`` entries of a file romandask wrote ({} for anyone else's)."""
+    return model[TREE_KEY] if TREE_KEY in model else {}
+
+
+def open_datamodel(path: Path, kind: str):
+    """Open a Roman datamodel file; a one-line InputError if it is missing or
+    unreadable (``kind``, e.g. "L1 (_uncal)", names the file wanted)."""
+    import warnings
+
+    if not Path(path).is_file():
+        raise InputError(str(path), "does not exist", f"give an {kind} ASDF file")
+    try:
+        with warnings.catch_warnings():
+            # a renamed file's meta.filename differs from its name; outputs get
+            # their own names anyway
+            warnings.filterwarnings("ignore", message="meta.filename")
+            return rdm.open(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is the user's file
+        raise InputError(str(path), f"cannot be read as a Roman datamodel ({exc})",
+                         f"give an {kind} ASDF file") from None
+
+
 def read_exposure(model, where: str, kind: str):
     """The MA table and SCA number a Roman file's ``meta`` records.
 

@@ -78,6 +78,7 @@ from roman_datamodels.dqflags import pixel as pixelflags
 from . import rng
 from .config import FITTERS, LIKELY_MIN_RESULTANTS, ClusterConfig, DetectorConfig
 from .errors import ConfigError, InputError, OutputError, atomic_path, check_writable_directory
+from .export import TREE_KEY, sim_entries
 
 __all__ = ["InjectOptions", "InjectionWarning", "inject", "inject_file",
            "inject_sources_into_l2"]
@@ -140,15 +141,11 @@ class L2Image:
     exposure_key: int           # identifies (exposure, SCA) for the random draws
 
 
-def _sim(model) -> Mapping:
-    return model["romandask"] if "romandask" in model else {}
-
-
 def _fits_wcs(model, shape, where: str):
     """The image's GalSim WCS: its recorded FITS header, or a TAN-SIP fit to its gWCS."""
     from .wcs import read_fits_header
 
-    sim = _sim(model)
+    sim = sim_entries(model)
     if "fits_wcs" in sim:
         header = read_fits_header(str(sim["fits_wcs"]))
     else:
@@ -169,7 +166,7 @@ def _detector_model(model, sca: int, window: int, options: InjectOptions):
     from .config import DetectorConfig
     from .detector.model import detector_model, model_from_record
 
-    record = _sim(model).get("detector")
+    record = sim_entries(model).get("detector")
     if record is not None:
         return model_from_record(record, sca, window)
     det = options.detector if options.detector is not None else DetectorConfig(model="scalar")
@@ -198,7 +195,7 @@ def describe(model, options: InjectOptions = InjectOptions(), where: str = "L2")
     if filt not in FILTERS:
         raise InputError(where, f"meta.instrument.optical_element is {filt!r}",
                          f"give an imaging exposure ({', '.join(FILTERS)})")
-    sim = _sim(model)
+    sim = sim_entries(model)
     det = _detector_model(model, sca, shape[0], options)
     fitter = options.fitter or str(sim.get("fitter", "ols_cas22"))
     if fitter == "likely" and table.nresultants < LIKELY_MIN_RESULTANTS:
@@ -419,12 +416,12 @@ def _record(model, image: L2Image, sources, options: InjectOptions, catalog_name
             replaced: int) -> None:
     from .export import truth_tree
 
-    sim = dict(_sim(model))
+    sim = dict(sim_entries(model))
     entry = {"catalog": catalog_name, "seed": int(options.seed), "fitter": image.fitter,
              "stamp_radius": int(options.stamp_radius), "pixels_replaced": int(replaced),
              "truth": truth_tree(truth_table(image, sources))}
     sim["injections"] = [*list(sim.get("injections", [])), entry]
-    model["romandask"] = sim
+    model[TREE_KEY] = sim
 
 
 def inject_sources_into_l2(model, catalog, *, seed: int = 0, fitter: str | None = None,
@@ -489,19 +486,9 @@ class InjectJob:
 
 
 def _open_l2(path: Path):
-    import roman_datamodels.datamodels as rdm
+    from .export import open_datamodel
 
-    if not path.is_file():
-        raise InputError(str(path), "does not exist", "check the L2 file name")
-    try:
-        with warnings.catch_warnings():
-            # a renamed file's meta.filename differs from its name; the output
-            # gets its own name anyway
-            warnings.filterwarnings("ignore", message="meta.filename")
-            return rdm.open(path)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is the user's file
-        raise InputError(str(path), f"cannot be read as a Roman datamodel ({exc})",
-                         "give an L2 (_cal) ASDF file") from None
+    return open_datamodel(path, "L2 (_cal)")
 
 
 def _extra_tree(model) -> dict:

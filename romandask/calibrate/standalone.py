@@ -45,6 +45,7 @@ from ..config import (FITTERS, LIKELY_MIN_RESULTANTS, CalibrationConfig, Cluster
                       ConfigError, _cluster, _detector, _Section, parse_jump_pars,
                       parse_ramp_opt, read_yaml)
 from ..errors import InputError, OutputError, check_writable_directory
+from ..export import sim_entries
 
 __all__ = ["CalibrateJob", "calibrate", "calibrate_file", "load_calibrate_config"]
 
@@ -205,13 +206,9 @@ def load_calibrate_config(config: Any, overwrite: bool = False) -> CalibrateConf
 
 def _read_l1(path: Path):
     """The L1 model, its MA table and SCA; one-line errors for anything else."""
-    import roman_datamodels.datamodels as rdm
+    from ..export import open_datamodel
 
-    try:
-        model = rdm.open(path)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is the user's file
-        raise InputError(str(path), f"cannot be read as a Roman datamodel ({exc})",
-                         "give an L1 (_uncal) ASDF file") from None
+    model = open_datamodel(path, "L1 (_uncal)")
     try:
         table, sca = _check_l1(path, model)
     except BaseException:
@@ -241,11 +238,6 @@ def _check_l1(path: Path, model):
     return table, sca
 
 
-def _sim(model) -> Mapping:
-    """The ``romandask`` entries of a file romandask wrote ({} otherwise)."""
-    return model["romandask"] if "romandask" in model else {}
-
-
 def _detector_model(job: CalibrateJob, model, sca: int, window: int):
     from ..detector.model import detector_model, model_from_record
     from ..detector.reference import CalDirModel, resolve_caldir
@@ -256,7 +248,7 @@ def _detector_model(job: CalibrateJob, model, sca: int, window: int):
         return CalDirModel(resolve_caldir(job.caldir, sca), sca, window)
     if job.detector is not None:
         return detector_model(dataclasses.replace(job.detector, window=window), 0, sca)
-    record = _sim(model).get("detector")
+    record = sim_entries(model).get("detector")
     if record is None:
         raise InputError(str(job.source), "carries no record of its detector model",
                          "give CALDIR (the reference files), or DETECTOR: {model: scalar} for "
@@ -270,18 +262,18 @@ def _window_wcs(job: CalibrateJob, model, window: int):
 
     from ..wcs import read_fits_header, window_header
 
+    sim = sim_entries(model)
     if job.fitswcs is not None:
         # the header describes the science array; a romandask window knows where
         # it lies on it, other files are taken to start at its first pixel
-        sim = _sim(model)
         origin = tuple(int(v) for v in sim.get("window_origin", (0, 0)))
         try:
             header = window_header(read_fits_header(job.fitswcs), origin)
         except Exception as exc:  # noqa: BLE001
             raise InputError("FITSWCS", f"is not a usable FITS WCS header ({exc})",
                              "give the header cards of a TAN or TAN-SIP WCS") from None
-    elif "fits_wcs" in _sim(model):
-        header = read_fits_header(str(_sim(model)["fits_wcs"]))
+    elif "fits_wcs" in sim:
+        header = read_fits_header(str(sim["fits_wcs"]))
     else:
         raise InputError(str(job.source), "carries no WCS romandask can read",
                          "give FITSWCS (a file of FITS header cards with the SCA's WCS)")
@@ -357,7 +349,7 @@ def _calibrate_opened(job: CalibrateJob, opened: _Opened) -> Path:
     sim = {"source": job.source.name, "fitter": job.options.fitter,
            "reference_gain": float(det.reference_gain()), "pixel_area_normalised": True,
            "fits_wcs": header.tostring()}
-    old = _sim(model)
+    old = sim_entries(model)
     sim.update({k: old[k] for k in ("window", "window_origin", "detector", "truth") if k in old})
     filt = str(model.meta.instrument.optical_element)
     amp33_out = amp33 if amp33 is not None else np.zeros(
