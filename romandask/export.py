@@ -532,6 +532,13 @@ def photometry_meta(filter_name: str, reference_gain: float) -> dict[str, float]
             "pixel_area": NOMINAL_PIXEL_AREA_SR}
 
 
+def calibration_record(fitter: str, reference_gain: float) -> dict[str, Any]:
+    """What an L2 file records of its calibration under ``romandask``: what
+    source injection needs to refit it as it was fitted."""
+    return {"fitter": str(fitter), "reference_gain": float(reference_gain),
+            "pixel_area_normalised": True}  # DN/s per nominal pixel: sum data x area
+
+
 def l2_model(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], wcs, *,
              l1_data: np.ndarray, amp33: np.ndarray, photometry: Mapping[str, float],
              sim: Mapping[str, Any] | None = None,

@@ -486,7 +486,8 @@ def l2_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: Detec
     fitter, reference gain, rates per nominal pixel), for source injection.
     """
     from .calibrate.core import OUTPUTS
-    from .export import l1_meta, l2_filename, l2_model, photometry_meta, sim_record, write_asdf
+    from .export import (calibration_record, l1_meta, l2_filename, l2_model, photometry_meta,
+                         sim_record, write_asdf)
     from .wcs import gwcs_from_galsim
 
     ds = xr.open_zarr(store_path, consolidated=True)
@@ -494,7 +495,7 @@ def l2_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: Detec
     arrays = {name: ds[f"l2_{name}"][ie, isca].values for name in OUTPUTS}
     gain = detector_model(det, seed, view.sca).reference_gain()
     sim = {**sim_record(view, det.window, truth), **file_record(view, det, seed),
-           "reference_gain": gain, "fitter": fitter, "pixel_area_normalised": True}
+           **calibration_record(fitter, gain)}
     origin = (view.bounds.xmin - 1, view.bounds.ymin - 1)
     l2 = l2_model(arrays, l1_meta(view.exposure, view, visit), gwcs_from_galsim(view.wcs, origin),
                   l1_data=ds["ramps"][ie, isca, :nres].values,

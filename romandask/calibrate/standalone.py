@@ -45,7 +45,7 @@ from ..config import (FITTERS, LIKELY_MIN_RESULTANTS, CalibrationConfig, Cluster
                       ConfigError, _cluster, _detector, _Section, parse_jump_pars,
                       parse_ramp_opt, read_yaml)
 from ..errors import InputError, OutputError, check_writable_directory
-from ..export import sim_entries
+from ..export import calibration_record, sim_entries
 
 __all__ = ["CalibrateJob", "calibrate", "calibrate_file", "load_calibrate_config"]
 
@@ -346,9 +346,8 @@ def _calibrate_opened(job: CalibrateJob, opened: _Opened) -> Path:
     arrays = calibrate_frame(data, amp33, det, table, job.options, groupdq, area, job.tile)
     meta = {key: model.meta[key] for key in model.meta
             if key not in ("model_type", "product_type", "filename", "file_date")}
-    sim = {"source": job.source.name, "fitter": job.options.fitter,
-           "reference_gain": float(det.reference_gain()), "pixel_area_normalised": True,
-           "fits_wcs": header.tostring()}
+    sim = {"source": job.source.name, "fits_wcs": header.tostring(),
+           **calibration_record(job.options.fitter, det.reference_gain())}
     old = sim_entries(model)
     sim.update({k: old[k] for k in ("window", "window_origin", "detector", "truth") if k in old})
     filt = str(model.meta.instrument.optical_element)
