@@ -16,6 +16,11 @@ their work back and leave before SLURM kills the job.  The scheduler and
 workers talk TLS: temporary certificates by default (written, readable by
 the user only, to ``shared_directory``), or the user's.  The dashboard stays
 on loopback unless ``dashboard_address`` says otherwise.
+
+Workers of ``local`` and ``slurm`` clusters offer the resource ``MEMORY``
+(their memory limit less a baseline, :mod:`romandask.memory`) that the
+survey's tasks declare; workers of an ``address`` scheduler take part in
+this when they are started with ``--resources MEMORY=<bytes>``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import dask
 
 from .config import ClusterConfig, walltime_seconds
 from .errors import ConfigError
+from .memory import RESOURCE, worker_budget
 
 
 @contextlib.contextmanager
@@ -47,7 +53,8 @@ def dask_client(cfg: ClusterConfig, say: Callable[[str], None] = print) -> Itera
         with LocalCluster(n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker,
                           processes=True, host="127.0.0.1",
                           dashboard_address=cfg.dashboard_address,
-                          memory_limit=cfg.memory_limit, silence_logs=logging.ERROR) as cluster, \
+                          memory_limit=cfg.memory_limit, silence_logs=logging.ERROR,
+                          resources={RESOURCE: memory_budget(cfg)}) as cluster, \
                 Client(cluster) as client:
             say(f"dask: local cluster, {cfg.n_workers} workers x {cfg.threads_per_worker} "
                 f"thread(s); dashboard {client.dashboard_link}")
@@ -76,6 +83,39 @@ def dask_client(cfg: ClusterConfig, say: Callable[[str], None] = print) -> Itera
         n = len(client.scheduler_info().get("workers", {}))
         say(f"dask: scheduler {cfg.address} ({n} workers); dashboard {client.dashboard_link}")
         yield client
+
+
+def worker_memory(cfg: ClusterConfig) -> int | None:
+    """Memory limit (bytes) of each of romandask's own workers (None: not ours)."""
+    from dask.utils import parse_bytes
+    from distributed.worker_memory import parse_memory_limit
+
+    if cfg.type == "local":
+        return parse_memory_limit(cfg.memory_limit, cfg.threads_per_worker,
+                                  total_cores=cfg.n_workers * cfg.threads_per_worker,
+                                  logger=logging.getLogger("distributed"))
+    if cfg.type == "slurm":
+        memory = cfg.slurm.memory or dask.config.get("jobqueue.slurm.memory", None)
+        processes = (cfg.slurm.processes or dask.config.get("jobqueue.slurm.processes", None)
+                     or 1)
+        return parse_bytes(memory) // processes if memory else None
+    return None
+
+
+def memory_budget(cfg: ClusterConfig) -> int | None:
+    """``MEMORY`` each of romandask's own workers offers (None: not known before the run)."""
+    memory = worker_memory(cfg)
+    return None if memory is None else worker_budget(memory)
+
+
+def offered_memory(client) -> int | None:
+    """The largest ``MEMORY`` the connected workers offer; None if any offers none."""
+    workers = client.scheduler_info(n_workers=-1).get("workers", {}).values() \
+        if client is not None else ()
+    offers = [w.get("resources", {}).get(RESOURCE) for w in workers]
+    if not offers or any(o is None for o in offers):
+        return None
+    return int(max(offers))
 
 
 def user_security(cfg: ClusterConfig):
@@ -126,6 +166,9 @@ def slurm_kwargs(cfg: ClusterConfig) -> dict:
         extra += ["--lifetime", lifetime]
         if stagger is not None:
             extra += ["--lifetime-stagger", stagger]
+    budget = memory_budget(cfg)
+    if budget is not None:
+        extra += ["--resources", f"{RESOURCE}={budget}"]
     if extra:
         kwargs["worker_extra_args"] = extra
     # one thread per worker process, no oversubscribed BLAS/FFTW (after the

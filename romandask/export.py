@@ -647,7 +647,10 @@ def write_asdf(model: rdm.DataModel, path: Path, extra_tree: Mapping[str, Any] |
         with atomic_path(path) as partial, asdf.config_context() as cfg:
             cfg.array_inline_threshold = ARRAY_INLINE_THRESHOLD
             tree["history"] = _extension_history(tree)
-            asdf.AsdfFile(tree).write_to(partial, all_array_compression=ARRAY_COMPRESSION)
+            # to our own temporary file (a path would make asdf write one of its own,
+            # which a killed process would leave behind)
+            with open(partial, "wb") as f:
+                asdf.AsdfFile(tree).write_to(f, all_array_compression=ARRAY_COMPRESSION)
     finally:
         node.meta.filename = old_name
     return path

@@ -22,7 +22,9 @@ exist only inside tasks and in the store.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import operator
 import shutil
 import time
@@ -30,13 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import dask
 import dask.array as da
 import galsim
 import galsim.roman
 import numpy as np
 import xarray as xr
 from dask.base import tokenize
-from dask.highlevelgraph import HighLevelGraph
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from . import __version__, rng, store
 from .config import Config, DetectorConfig, exposure_gaps
@@ -46,6 +50,8 @@ from .detector.readout import Readout, make_readout
 from .detector.reference import CHANNEL_WIDTH, NBORDER
 from .errors import OutputError, check_writable_directory, partial_path
 from .instrument.filters import GALSIM_NAME, bandpass
+from .memory import Needs
+from .resume import Progress
 from .scene.catalog import read_catalog, synthesize_catalog
 from .scene.psf import PSFKey, psf_model
 from .scene.render import Backgrounds, expected_counts
@@ -196,9 +202,24 @@ def tile_tasks(survey: Survey) -> dict[tuple[int, int, int, int], TileTask]:
     return tasks
 
 
-def _graph_array(name: str, graph: dict, chunks, dtype, dependencies=()) -> da.Array:
-    hlg = HighLevelGraph.from_collections(name, graph, dependencies=dependencies)
+def _annotated(needs: Needs | None, kind: str):
+    """Declare the memory a layer's tasks need (``needs`` None: no declaration)."""
+    return dask.annotate(**needs.annotation(kind)) if needs else contextlib.nullcontext()
+
+
+def _graph_array(name: str, graph: dict, chunks, dtype, dependencies=(),
+                 needs: Needs | None = None, kind: str = "") -> da.Array:
+    with _annotated(needs, kind):
+        hlg = HighLevelGraph.from_collections(name, graph, dependencies=dependencies)
     return da.Array(hlg, name, chunks, dtype=dtype)
+
+
+def _layer(name: str, graph: dict, dependencies=(), needs: Needs | None = None,
+           kind: str = "") -> Delayed:
+    """A layer of tasks as a collection other layers can depend on."""
+    with _annotated(needs, kind):
+        hlg = HighLevelGraph.from_collections(name, graph, dependencies=dependencies)
+    return Delayed(next(iter(graph)), hlg, layer=name)
 
 
 def _tile_chunks(survey: Survey) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -208,21 +229,21 @@ def _tile_chunks(survey: Survey) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return sizes, sizes
 
 
-def expected_cube(survey: Survey, tasks: dict) -> da.Array:
+def expected_cube(survey: Survey, tasks: dict, needs: Needs | None = None) -> da.Array:
     """Expected counts (exposure, sca, y, x), float64: one GalSim task per tile."""
     name = "expected-" + tokenize(__version__, repr(survey.config))
     graph = {(name, *key): (render_tile, task) for key, task in tasks.items()}
     cy, cx = _tile_chunks(survey)
     chunks = ((1,) * len(survey.exposures), (1,) * len(survey.scas), cy, cx)
-    return _graph_array(name, graph, chunks, np.float64)
+    return _graph_array(name, graph, chunks, np.float64, needs=needs, kind="render")
 
 
-def counts_cube(expected: da.Array, tasks: dict) -> da.Array:
+def counts_cube(expected: da.Array, tasks: dict, needs: Needs | None = None) -> da.Array:
     """The counts product (exposure, sca, y, x), float32: Poisson draws per tile."""
     name = "counts-" + tokenize(expected.name)
     graph = {(name, *key): (counts_tile, (expected.name, *key), task)
              for key, task in tasks.items()}
-    return _graph_array(name, graph, expected.chunks, np.float32, (expected,))
+    return _graph_array(name, graph, expected.chunks, np.float32, (expected,), needs, "counts")
 
 
 def frame_edges(window: int, tile: int) -> list[tuple[int, int]]:
@@ -241,7 +262,8 @@ def previous_exposures(config: Config) -> dict[int, tuple[int, float]]:
     return {cur: (prev, gap) for prev, cur, gap in exposure_gaps(config.survey.exposures)}
 
 
-def ramp_cubes(survey: Survey, expected: da.Array) -> dict[str, da.Array]:
+def ramp_cubes(survey: Survey, expected: da.Array, needs: Needs | None = None
+               ) -> dict[str, da.Array]:
     """The L1 cubes: ramps and groupdq (exposure, sca, resultant, frame_y, frame_x), amp33.
 
     One readout task per (exposure, SCA) (correlated noise, cosmic rays) and
@@ -264,10 +286,11 @@ def ramp_cubes(survey: Survey, expected: da.Array) -> dict[str, da.Array]:
     token = tokenize(expected.name, repr(cfg))
     rname, tname = "readout-" + token, "l1tile-" + token
     previous = previous_exposures(cfg) if det.persistence else {}
-    graph = {}
+    readouts, graph = {}, {}
     for ie, exp in enumerate(survey.exposures):
         for isca, sca in enumerate(survey.scas):
-            graph[(rname, ie, isca)] = (readout_task, cfg.seed, exp.id, sca, det, exp.ma_table)
+            readouts[(rname, ie, isca)] = (readout_task, cfg.seed, exp.id, sca, det,
+                                           exp.ma_table)
             prev = previous.get(ie)
             for ty, rows in enumerate(edges):
                 for tx, cols in enumerate(edges):
@@ -276,20 +299,21 @@ def ramp_cubes(survey: Survey, expected: da.Array) -> dict[str, da.Array]:
                     graph[(tname, ie, isca, ty, tx)] = (
                         l1_task, spec, det, (halo.name, ie, isca, ty, tx), (rname, ie, isca),
                         (halo.name, prev[0], isca, ty, tx) if prev else None)
+    readout = _layer(rname, readouts, (), needs, "readout")
+    tiles = _layer(tname, graph, (halo, readout), needs, "l1_tile")
     lead = ((1,) * len(survey.exposures), (1,) * len(survey.scas), (nmax,))
-    tile_keys = [k for k in graph if k[0] == tname]
     out = {}
     for index, (var, dtype) in enumerate((("ramps", np.uint16), ("groupdq", np.uint8))):
         name = f"{var}-{token}"
         layer = {(name, ie, isca, 0, ty, tx): (operator.getitem, (tname, ie, isca, ty, tx), index)
-                 for (_, ie, isca, ty, tx) in tile_keys}
-        out[var] = _graph_array(name, {**graph, **layer}, lead + (sizes, sizes), dtype, (halo,))
+                 for (_, ie, isca, ty, tx) in graph}
+        out[var] = _graph_array(name, layer, lead + (sizes, sizes), dtype, (tiles,))
     name = "amp33-" + token
     layer = {(name, ie, isca, 0, ty, 0): (amp33_rows, (rname, ie, isca), rows, nmax)
              for ie in range(len(survey.exposures)) for isca in range(len(survey.scas))
              for ty, rows in enumerate(edges)}
-    out["amp33"] = _graph_array(name, {**graph, **layer}, lead + (sizes, (CHANNEL_WIDTH,)),
-                                np.uint16, (halo,))
+    out["amp33"] = _graph_array(name, layer, lead + (sizes, (CHANNEL_WIDTH,)), np.uint16,
+                                (readout,))
     return out
 
 
@@ -317,7 +341,20 @@ def amp33_rows(readout: Readout, rows: tuple[int, int], nmax: int) -> np.ndarray
     return block[None, None]
 
 
-def l2_cubes(survey: Survey, cubes: dict[str, da.Array]) -> dict[str, da.Array]:
+def calibration_edges(window: int, tile: int) -> list[tuple[int, int]]:
+    """[start, stop) rows of the calibration tiles: the L1 tiles, a last tile
+    thinner than the calibration halo joined to its neighbour (``overlap``
+    needs chunks at least as deep as the halo)."""
+    from .calibrate.core import HALO
+
+    edges = frame_edges(window, tile)
+    if len(edges) > 1 and edges[-1][1] - edges[-1][0] < HALO:
+        edges = edges[:-2] + [(edges[-2][0], edges[-1][1])]
+    return edges
+
+
+def l2_cubes(survey: Survey, cubes: dict[str, da.Array], needs: Needs | None = None
+             ) -> dict[str, da.Array]:
     """The L2 cubes (exposure, sca, y, x): data, err, var_poisson, var_rnoise, dq.
 
     Per (exposure, SCA), one small task reads the reference-pixel correction
@@ -333,11 +370,7 @@ def l2_cubes(survey: Survey, cubes: dict[str, da.Array]) -> dict[str, da.Array]:
     window = det.window
     n = window + 2 * NBORDER
     ramps, groupdq, amp33 = cubes["ramps"], cubes["groupdq"], cubes["amp33"]
-    edges = frame_edges(window, det.tile)
-    if len(edges) > 1 and edges[-1][1] - edges[-1][0] < HALO:
-        # a last tile thinner than the halo joins its neighbour (overlap needs
-        # chunks at least as deep as the halo)
-        edges = edges[:-2] + [(edges[-2][0], edges[-1][1])]
+    edges = calibration_edges(window, det.tile)
     sizes = tuple(b - a for a, b in edges)
     ramps = ramps.rechunk({3: sizes, 4: sizes})
     groupdq = groupdq.rechunk({3: sizes, 4: sizes})
@@ -350,10 +383,10 @@ def l2_cubes(survey: Survey, cubes: dict[str, da.Array]) -> dict[str, da.Array]:
     token = tokenize(ramps.name, repr(cfg))
     refname, calname = "refpix-" + token, "caltile-" + token
     options = cfg.calibration.options()
-    graph = {}
+    references, graph = {}, {}
     for ie, exp in enumerate(survey.exposures):
         for isca, sca in enumerate(survey.scas):
-            graph[(refname, ie, isca)] = (reference_task, cfg.seed, sca, det, exp.ma_table,
+            references[(refname, ie, isca)] = (reference_task, cfg.seed, sca, det, exp.ma_table,
                                           (ref_rows.name, ie, isca, 0, 0, 0),
                                           (amp33_full.name, ie, isca, 0, 0, 0))
             view = survey.views[ie * len(survey.scas) + isca]
@@ -363,16 +396,17 @@ def l2_cubes(survey: Survey, cubes: dict[str, da.Array]) -> dict[str, da.Array]:
                         calibrate_task, cfg.seed, sca, det, exp.ma_table, options, rows, cols,
                         view, (halo.name, ie, isca, 0, ty, tx), (ghalo.name, ie, isca, 0, ty, tx),
                         (refname, ie, isca))
+    reference = _layer(refname, references, (ref_rows, amp33_full), needs, "reference")
+    tiles = _layer(calname, graph, (halo, ghalo, reference), needs, "calibrate")
     lead = ((1,) * len(survey.exposures), (1,) * len(survey.scas))
     cy, cx = _tile_chunks(survey)
     out = {}
-    deps = (ref_rows, amp33_full, halo, ghalo)
     for index, var in enumerate(OUTPUTS):
         name = f"l2{var}-{token}"
         layer = {(name, ie, isca, ty, tx): (_l2_part, (calname, ie, isca, ty, tx), index)
-                 for (_, ie, isca, ty, tx) in [k for k in graph if k[0] == calname]}
+                 for (_, ie, isca, ty, tx) in graph}
         dtype = np.uint32 if var == "dq" else np.float32
-        framed = _graph_array(name, {**graph, **layer}, lead + (sizes, sizes), dtype, deps)
+        framed = _graph_array(name, layer, lead + (sizes, sizes), dtype, (tiles,))
         out[var] = framed[:, :, NBORDER:n - NBORDER, NBORDER:n - NBORDER].rechunk(
             {2: cy, 3: cx})
     return out
@@ -465,10 +499,10 @@ def file_record(view: SCAView, det: DetectorConfig, seed: int) -> dict:
 
 def l1_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: DetectorConfig,
                  seed: int, truth: dict, visit: dict, directory: Path) -> Path:
-    """Write the L1 ASDF file of one (exposure, SCA) from the finished store."""
+    """Write the L1 ASDF file of one (exposure, SCA) from its chunks in the store."""
     from .export import write_l1
 
-    ds = xr.open_zarr(store_path, consolidated=True)
+    ds = xr.open_zarr(store_path, consolidated=False, chunks=None)  # NumPy, not Dask
     nres = int(ds["nresultants"][ie])
     data = ds["ramps"][ie, isca, :nres].values
     amp33 = ds["amp33"][ie, isca, :nres].values
@@ -480,7 +514,7 @@ def l1_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: Detec
 def l2_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: DetectorConfig,
                  seed: int, truth: dict, visit: dict, directory: Path,
                  fitter: str = "ols_cas22") -> Path:
-    """Write the L2 ASDF file of one (exposure, SCA) from the finished store.
+    """Write the L2 ASDF file of one (exposure, SCA) from its chunks in the store.
 
     Its ``romandask`` record says how it was calibrated (detector model,
     fitter, reference gain, rates per nominal pixel), for source injection.
@@ -490,7 +524,7 @@ def l2_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: Detec
                          sim_record, write_asdf)
     from .wcs import gwcs_from_galsim
 
-    ds = xr.open_zarr(store_path, consolidated=True)
+    ds = xr.open_zarr(store_path, consolidated=False, chunks=None)  # NumPy, not Dask
     nres = int(ds["nresultants"][ie])
     arrays = {name: ds[f"l2_{name}"][ie, isca].values for name in OUTPUTS}
     gain = detector_model(det, seed, view.sca).reference_gain()
@@ -507,109 +541,251 @@ def l2_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: Detec
     return path
 
 
-def write_product_files(kind: str, survey: Survey, truth: dict, store_path: Path, client,
-                        progress: bool) -> list[Path]:
-    """One ASDF file per (exposure, SCA), L1 or L2, in parallel, each written atomically."""
-    from dask import delayed
+def _after(written, task: Callable, *args):
+    """Call ``task`` once ``written`` (Dask dependencies, e.g. store chunks) is done."""
+    return task(*args)
 
-    from .cluster import compute
+
+def product_tasks(survey: Survey, ds: xr.Dataset, truth: dict, partial: Path,
+                  progress: Progress, pending: list[tuple[int, int]],
+                  needs: Needs | None = None) -> list[Delayed]:
+    """One Delayed per pending (exposure, SCA): its store chunks, then its L1 and L2
+    files (read back from those chunks), then its progress marker."""
     from .export import visit_metadata
 
     cfg = survey.config
-    directory = output_paths(cfg)[kind]
-    directory.mkdir(parents=True, exist_ok=True)
-    suffix = "_uncal.asdf" if kind == "l1" else "_cal.asdf"
-    for stale in (*directory.glob("*" + suffix), *directory.glob("*.partial")):
-        stale.unlink()  # an overwritten run's files, which may name other exposures
-    jobs = []
-    for k, view in enumerate(survey.views):
-        ie, isca = divmod(k, len(survey.scas))
+    products = set(cfg.output.products)
+    paths = output_paths(cfg)
+    graph, write_layer, write_keys = store.block_writes(
+        ds, partial, needs.annotation("write") if needs else None)
+    token = tokenize(write_layer, pending)
+    files_name, mark_name = "files-" + token, "mark-" + token
+    writers = [(kind, task) for kind, task in
+               (("l1", l1_file_task),
+                ("l2", functools.partial(l2_file_task, fitter=cfg.calibration.fitter)))
+               if kind in products]
+    files, marks = {}, {}
+    for ie, isca in pending:
+        view = survey.views[ie * len(survey.scas) + isca]
+        writes = write_keys.get((ie, isca), [])
         mine = (truth["exposure"] == view.exposure.id) & (truth["sca"] == view.sca)
         subset = {name: values[mine] for name, values in truth.items()}
         visit = visit_metadata(survey.exposures, view.exposure)
-        task = l1_file_task if kind == "l1" else l2_file_task
-        extra = {} if kind == "l1" else {"fitter": cfg.calibration.fitter}
-        jobs.append(delayed(task, pure=True)(store_path, ie, isca, view, cfg.detector,
-                                             cfg.seed, subset, visit, directory, **extra))
-    return list(compute(delayed(jobs), client, progress))
+        keys = []
+        for k, (kind, task) in enumerate(writers):
+            keys.append((files_name, ie, isca, k))
+            files[keys[-1]] = (_after, writes, task, partial, ie, isca, view, cfg.detector,
+                               cfg.seed, subset, visit, paths[kind])
+        marks[(mark_name, ie, isca)] = (progress.mark, ie, isca, writes, keys)
+    with _annotated(needs, "files"):
+        files_layer = MaterializedLayer(files)
+    layers = {**graph.layers, files_name: files_layer, mark_name: MaterializedLayer(marks)}
+    dependencies = {**graph.dependencies, files_name: {write_layer},
+                    mark_name: {write_layer, files_name}}
+    hlg = HighLevelGraph(layers, dependencies)
+    return [Delayed(key, hlg, layer=mark_name) for key in marks]
 
 
-def check_outputs(config: Config) -> None:
-    """Refuse to overwrite a finished run, and fail early on an unwritable directory."""
+def task_needs(survey: Survey) -> Needs:
+    """The memory each kind of the survey's tasks needs (:mod:`romandask.memory`)."""
+    from .calibrate.core import HALO
+    from .memory import needs
+
+    det = survey.config.detector
+    return needs(window=det.window,
+                 tile=max(hi - lo + 1 for lo, hi in tile_edges(0, det.window, det.tile)),
+                 frame_tile=max(b - a for a, b in frame_edges(det.window, det.tile)),
+                 cal_tile=max(b - a for a, b in calibration_edges(det.window, det.tile)),
+                 nresultants=max(e.ma_table.nresultants for e in survey.exposures),
+                 cal_halo=HALO)
+
+
+def memory_declarations(survey: Survey, client, say: Callable[[str], None]) -> Needs | None:
+    """The tasks' memory needs, checked against what the workers offer (None: the
+    workers offer no ``MEMORY``, as the threaded scheduler or plain workers)."""
+    from dask.utils import format_bytes
+
+    from .cluster import memory_budget, offered_memory
+    from .memory import check_fits
+
+    cfg = survey.config.cluster
+    if cfg.type == "threads":
+        return None
+    budget = memory_budget(cfg) if cfg.type in ("local", "slurm") else offered_memory(client)
+    if budget is None:
+        if cfg.type == "address":
+            say("memory: the workers offer no MEMORY resource, so tasks run without "
+                "memory declarations (start workers with --resources MEMORY=<bytes>)")
+        return None
+    needs = task_needs(survey)
+    fix = ("set a smaller detector.tile, or give workers more memory (cluster.memory_limit, "
+           "or cluster.memory per job over cluster.processes)")
+    check_fits(needs, budget, "cluster", fix)
+    kind, need = needs.largest()
+    say(f"memory: tasks declare up to {format_bytes(need)} ({kind}); workers offer "
+        f"{format_bytes(budget)} each")
+    return needs
+
+
+def check_outputs(config: Config) -> bool:
+    """Whether to resume an interrupted run; refuse to overwrite a finished run or
+    another config's interrupted one; fail early on an unwritable directory."""
     paths = output_paths(config)
+    directory = config.output.directory
+    check_writable_directory(directory, f"output.directory {directory}")
+    progress = Progress(directory)
+    if config.output.overwrite:
+        return False
+    if progress.exists() and not paths["store"].exists():
+        if progress.matches(config):
+            return True
+        raise OutputError(f"output.directory {directory}",
+                          "holds an interrupted run of another config (or romandask "
+                          "version, or catalog file)",
+                          "rerun that config to finish it, choose another directory, or "
+                          "set output.overwrite: true (or pass --overwrite) to start over")
     existing = [p for p in paths.values() if p.exists()]
-    if existing and not config.output.overwrite:
-        raise OutputError(f"output.directory {config.output.directory}",
+    if existing:
+        raise OutputError(f"output.directory {directory}",
                           f"{existing[0].name} already exists",
                           "choose another directory, or set output.overwrite: true "
                           "(or pass --overwrite)")
-    directory = config.output.directory
-    check_writable_directory(directory, f"output.directory {directory}")
+    return False
+
+
+def remove_partial_files(directory: Path) -> None:
+    """Remove the temporary files of interrupted writers (never a finished file)."""
+    for stale in directory.glob("*.partial"):
+        stale.unlink(missing_ok=True)
+
+
+def clear_outputs(config: Config) -> None:
+    """Remove an earlier run's outputs and progress (``overwrite``): a new run starts."""
+    paths = output_paths(config)
+    for path in (paths["store"], partial_path(paths["store"]), Progress(config.output.directory).path):
+        if path.exists():
+            shutil.rmtree(path)
+    paths["footprint"].unlink(missing_ok=True)
+    for kind, suffix in (("l1", "_uncal.asdf"), ("l2", "_cal.asdf")):
+        if paths[kind].is_dir():
+            for stale in paths[kind].glob("*" + suffix):
+                stale.unlink()  # an earlier run's files, which may name other exposures
+            remove_partial_files(paths[kind])
+
+
+def survey_dataset(survey: Survey, needs: Needs | None = None
+                   ) -> tuple[xr.Dataset, list[str], int]:
+    """The store's dataset (Dask cubes of the configured products), the stages it
+    runs and the number of counts tiles."""
+    config = survey.config
+    products = set(config.output.products)
+    coords = store.exposure_coords(survey.views, survey.exposures, survey.scas)
+    ds = xr.Dataset(coords=coords)
+    tasks = tile_tasks(survey)
+    expected = expected_cube(survey, tasks, needs)
+    stages = []
+    if "counts" in products:
+        ds = ds.merge(store.counts_dataset(counts_cube(expected, tasks, needs)))
+        stages.append("counts")
+    if {"ramps", "l1", "l2"} & products:
+        cubes = ramp_cubes(survey, expected, needs)
+        # the L2 files take their reference-pixel arrays from the stored ramps
+        ds = ds.merge(store.ramps_dataset(cubes, survey.exposures))
+        stages.append("L1 ramps")
+        if "l2" in products:
+            ds = ds.merge(store.l2_dataset(l2_cubes(survey, cubes, needs)))
+            stages.append(f"L2 ({config.calibration.fitter} ramp fit)")
+    ds.attrs.update(run_attrs(config))
+    return ds, stages, len(tasks)
 
 
 def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Path]:
-    """Run the survey: counts, ramps and truth to zarr, the L1 files, the footprint PNG."""
+    """Run the survey: counts, ramps and truth to zarr, the L1 and L2 files, the footprint.
+
+    Products are finished one (exposure, SCA) at a time (store chunks, then its
+    files); a rerun of an interrupted run of the same config finishes only the
+    rest (see :mod:`romandask.resume`).  The store gets its final name last.
+    """
+    from dask import delayed
+
     from .cluster import compute, dask_client
 
-    check_outputs(config)
+    resume = check_outputs(config)
     survey = prepare(config, say)
     paths = output_paths(config)
+    progress = Progress(config.output.directory)
+    products = set(config.output.products)
+    if {"counts", "truth", "ramps", "l1", "l2"} & products and \
+            config.cluster.type in ("local", "slurm"):
+        memory_declarations(survey, None, lambda s: None)  # refuse before touching outputs
+    if not resume:
+        clear_outputs(config)
     config.output.directory.mkdir(parents=True, exist_ok=True)
     written = {}
 
-    products = set(config.output.products)
     if {"counts", "truth", "ramps", "l1", "l2"} & products:
         final = paths["store"]
         partial = partial_path(final)
-        if partial.exists():
-            shutil.rmtree(partial)
-        coords = store.exposure_coords(survey.views, survey.exposures, survey.scas)
-        ds = xr.Dataset(coords=coords)
-        tasks = tile_tasks(survey)
-        expected = expected_cube(survey, tasks)
-        stages = []
-        if "counts" in products:
-            ds = ds.merge(store.counts_dataset(counts_cube(expected, tasks)))
-            stages.append("counts")
-        if {"ramps", "l1", "l2"} & products:
-            cubes = ramp_cubes(survey, expected)
-            # the L2 files take their reference-pixel arrays from the stored ramps
-            ds = ds.merge(store.ramps_dataset(cubes, survey.exposures))
-            stages.append("L1 ramps")
-            if "l2" in products:
-                ds = ds.merge(store.l2_dataset(l2_cubes(survey, cubes)))
-                stages.append(f"L2 ({config.calibration.fitter} ramp fit)")
-        ds.attrs.update(run_attrs(config))
-        delayed = store.write_group(ds, partial, compute=False)
+        for kind in ("l1", "l2"):
+            if kind in products:
+                paths[kind].mkdir(exist_ok=True)
+                remove_partial_files(paths[kind])
+        everything = [(ie, isca) for ie in range(len(survey.exposures))
+                      for isca in range(len(survey.scas))]
+        done = progress.done() if resume else set()
+        if resume:
+            say(f"resuming: {len(done)} of {len(everything)} (exposure, SCA) products "
+                f"already complete")
+        pending = [es for es in everything if es not in done]
         truth = truth_table(survey)
-        if "truth" in products:
-            store.write_group(store.truth_dataset(truth), partial, "truth")
-        t0 = time.perf_counter()
         with dask_client(config.cluster, say) as client:
-            if stages:
-                say(f"simulating {' and '.join(stages)}: {len(tasks)} tiles")
-            compute(delayed, client, config.cluster.progress)
-            say(f"store: done in {time.perf_counter() - t0:.1f} s")
-            store.finalise(partial, final)
-            written["store"] = final
-            say(f"wrote {final}")
-            for kind in ("l1", "l2"):
-                if kind in products:
-                    t0 = time.perf_counter()
-                    files = write_product_files(kind, survey, truth, final, client,
-                                                config.cluster.progress)
-                    written[kind] = files
-                    say(f"{kind.upper()}: {len(files)} ASDF files in {paths[kind]} "
-                        f"[{time.perf_counter() - t0:.1f} s]")
+            needs = memory_declarations(survey, client, say)
+            ds, stages, ntiles = survey_dataset(survey, needs)
+            if not resume:
+                if partial.exists():
+                    shutil.rmtree(partial)
+                store.create(ds, partial)
+                if "truth" in products:
+                    store.write_group(store.truth_dataset(truth), partial, "truth")
+                progress.start(config)
+            if pending:
+                t0 = time.perf_counter()
+                jobs = product_tasks(survey, ds, truth, partial, progress, pending, needs)
+                files = ", ".join(k.upper() for k in ("l1", "l2") if k in products)
+                say(f"simulating {' and '.join(stages)}: {ntiles} tiles"
+                    + (f"; writing {files} files" if files else ""))
+                compute(delayed(jobs), client, config.cluster.progress)
+                say(f"{len(pending)} (exposure, SCA) products done in "
+                    f"{time.perf_counter() - t0:.1f} s")
+        for kind in ("l1", "l2"):
+            if kind in products:
+                remove_partial_files(paths[kind])  # of writers killed and run again
+        for kind in ("l1", "l2"):
+            if kind in products:
+                written[kind] = [paths[kind] / name for name in product_names(survey, kind)]
+                say(f"{kind.upper()}: {len(written[kind])} ASDF files in {paths[kind]}")
 
-    # Last, so that an interrupted run leaves no finished-looking output.
     if "footprint" in config.output.products:
         from .plots import plot_footprint
 
         plot_footprint(survey, paths["footprint"])
         written["footprint"] = paths["footprint"]
         say(f"wrote {paths['footprint']}")
+    # Last, so that a store with its final name means a finished run.
+    if "store" in paths and partial_path(paths["store"]).exists():
+        store.finalise(partial_path(paths["store"]), paths["store"])
+        written["store"] = paths["store"]
+        say(f"wrote {paths['store']}")
+    progress.remove()
     return written
+
+
+def product_names(survey: Survey, kind: str) -> list[str]:
+    """The L1 or L2 file names of the survey, in (exposure, SCA) order."""
+    from .export import l1_filename, l2_filename
+
+    name = l1_filename if kind == "l1" else l2_filename
+    return [name(view.exposure, view.sca) for view in survey.views]
 
 
 def run_attrs(config: Config) -> dict:

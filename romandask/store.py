@@ -22,8 +22,12 @@ Layout of ``<output.directory>/romandask.zarr``::
                       over the exposure), type ('PSF' or 'SER')
 
 The store is written under a temporary name and renamed when complete, so a
-store with the final name is always whole.  Strings are stored as zarr v3
-variable-length strings.  Metadata are consolidated at the end.
+store with the final name is always whole.  Its skeleton (metadata,
+coordinates, truth) is written first; then one task per chunk writes that
+chunk (:func:`block_writes`), so that the chunks of one (exposure, SCA) can be
+written, and rewritten after an interruption, on their own.  Strings are
+stored as zarr v3 variable-length strings.  Metadata are consolidated at the
+end.
 """
 
 from __future__ import annotations
@@ -34,9 +38,14 @@ import shutil
 import warnings
 from pathlib import Path
 
+import dask
+import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
+from dask.base import tokenize
+from dask.core import flatten
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 STORE_NAME = "romandask.zarr"
 
@@ -136,6 +145,57 @@ def write_group(ds: xr.Dataset, path: Path, group: str | None = None, compute: b
     """Write one group of a new store (zarr v3, metadata consolidated later)."""
     return ds.to_zarr(path, group=group, mode="w-", zarr_format=3, consolidated=False,
                       compute=compute)
+
+
+def create(ds: xr.Dataset, path: Path) -> None:
+    """Write the skeleton of a new store: all metadata, and the in-memory variables
+    (coordinates); the chunks of the Dask variables are left to :func:`block_writes`."""
+    write_group(ds, path, compute=False)
+
+
+def block_writes(ds: xr.Dataset, path: Path, annotations: dict | None = None
+                 ) -> tuple[HighLevelGraph, str, dict]:
+    """Tasks writing each chunk of ``ds``'s Dask variables into the store at ``path``.
+
+    The variables lead with (exposure, sca), one chunk each, and their Dask
+    chunks are the store's chunks, so no two tasks write the same chunk and a
+    chunk can be written again with the same bytes.  The variables' graphs
+    are optimised together first (as ``dask.array.store`` does, but without
+    low-level fusion, which would drop the layers' resource annotations);
+    ``annotations`` go on the writes.  Returns the
+    graph and, per (exposure index, SCA index), the keys of its writes.
+    """
+    arrays = {var: value.data for var, value in ds.data_vars.items()
+              if isinstance(value.data, da.Array)}
+    for var, arr in arrays.items():
+        if ds[var].dims[:2] != ("exposure", "sca") or arr.chunks[0] != (1,) * arr.shape[0] \
+                or arr.chunks[1] != (1,) * arr.shape[1]:
+            raise ValueError(f"{var}: not chunked one (exposure, sca) per chunk")
+    sources = HighLevelGraph.merge(*(arr.__dask_graph__() for arr in arrays.values()))
+    with dask.config.set({"optimization.fuse.active": False}):
+        sources = da.Array.__dask_optimize__(
+            sources, [key for arr in arrays.values() for key in flatten(arr.__dask_keys__())])
+    name = "store-" + tokenize(str(path), *(arr.name for arr in arrays.values()))
+    layer, keys = {}, {}
+    for var, arr in arrays.items():
+        starts = [np.concatenate([[0], np.cumsum(c)]).astype(int) for c in arr.chunks]
+        for index in np.ndindex(*arr.numblocks):
+            region = tuple(slice(int(s[i]), int(s[i + 1])) for s, i in zip(starts, index))
+            key = (name, len(layer))
+            layer[key] = (write_block, str(path / var), region, (arr.name, *index))
+            keys.setdefault(index[:2], []).append(key)
+    if not isinstance(sources, HighLevelGraph):
+        sources = HighLevelGraph.from_collections(name + "-sources", dict(sources), [])
+    with dask.annotate(**(annotations or {})):
+        writes = MaterializedLayer(layer)
+    graph = HighLevelGraph({**sources.layers, name: writes},
+                           {**sources.dependencies, name: set(sources.layers)})
+    return graph, name, keys
+
+
+def write_block(array_path: str, region: tuple[slice, ...], block: np.ndarray) -> None:
+    """Write one chunk into an existing zarr array (a whole chunk: no read-modify-write)."""
+    zarr.open_array(array_path, mode="r+")[region] = block
 
 
 def finalise(partial: Path, final: Path) -> None:
