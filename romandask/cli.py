@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 import warnings
 
 from . import __version__
@@ -40,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true",
                      help="replace the outputs of an earlier run in output.directory")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="use this running Dask scheduler (tcp:// or tls://) instead of "
+                            "the config's cluster")
+    where.add_argument("--scheduler-file", metavar="FILE",
+                       help="use the running Dask scheduler this file names (as written by "
+                            "`dask scheduler --scheduler-file`)")
 
     cal = sub.add_parser("calibrate", help="calibrate L1 files to L2 (gen_cal_image's config)")
     cal.add_argument("config", help="YAML with IN, OUT, CALDIR, FITSWCS, JUMP_DETECT_PARS, ...")
@@ -177,6 +185,23 @@ def inject(args) -> None:
                cluster=cluster, say=_say, warn=_warn)
 
 
+def scheduler_from_file(path: str) -> str:
+    """The address in a Dask scheduler file."""
+    import json
+
+    from .errors import InputError
+
+    try:
+        address = json.loads(Path(path).read_text())["address"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"--scheduler-file {path}", f"has no scheduler address ({exc})",
+                         "give the file `dask scheduler --scheduler-file` wrote") from None
+    if not isinstance(address, str):
+        raise InputError(f"--scheduler-file {path}", "has no scheduler address",
+                         "give the file `dask scheduler --scheduler-file` wrote")
+    return address
+
+
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
@@ -219,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.no_progress:
                 config = dataclasses.replace(
                     config, cluster=dataclasses.replace(config.cluster, progress=False))
+            address = args.scheduler or (scheduler_from_file(args.scheduler_file)
+                                         if args.scheduler_file else None)
+            if address:
+                # TLS, if any, from Dask's configuration (distributed.comm.tls)
+                config = dataclasses.replace(config, cluster=dataclasses.replace(
+                    config.cluster, type="address", address=address, tls=None, slurm=None))
             run(config, _say)
             return 0
     except UserError as exc:
