@@ -74,8 +74,8 @@ class MemoryProbe(WorkerPlugin):
 
 def report(dask_worker):
     probe = dask_worker.plugins["memory-probe"]
-    return {"pid": probe.pid, "peak_rss": probe.peak_rss, "start_rss": probe.start_rss, "tasks": probe.tasks,
-            "memory_limit": dask_worker.memory_manager.memory_limit}
+    return {"pid": probe.pid, "peak_rss": probe.peak_rss, "start_rss": probe.start_rss,
+            "tasks": probe.tasks, "memory_limit": dask_worker.memory_manager.memory_limit}
 
 
 def main() -> None:

@@ -13,8 +13,11 @@
 6. L2: one reference-pixel task per (exposure, SCA) (amp33 and the top and
    bottom reference rows) and one calibration task per frame tile, fed the
    resultants with the calibration's halo (``overlap``);
-7. the cubes and the truth table go to the zarr store; then one task per
-   (exposure, SCA) writes its L1 and its L2 ASDF file from the store.
+7. the truth table and the store's skeleton are written first; then, per
+   (exposure, SCA), one task per chunk writes the cubes to the zarr store,
+   one task each writes its L1 and L2 ASDF file from those chunks, and one
+   marks it done (:mod:`romandask.resume`), so that an interrupted run
+   resumes where it stopped.
 
 The driver holds only the catalog and small per-tile source lists; pixels
 exist only inside tasks and in the store.
@@ -386,9 +389,9 @@ def l2_cubes(survey: Survey, cubes: dict[str, da.Array], needs: Needs | None = N
     references, graph = {}, {}
     for ie, exp in enumerate(survey.exposures):
         for isca, sca in enumerate(survey.scas):
-            references[(refname, ie, isca)] = (reference_task, cfg.seed, sca, det, exp.ma_table,
-                                          (ref_rows.name, ie, isca, 0, 0, 0),
-                                          (amp33_full.name, ie, isca, 0, 0, 0))
+            references[(refname, ie, isca)] = (
+                reference_task, cfg.seed, sca, det, exp.ma_table,
+                (ref_rows.name, ie, isca, 0, 0, 0), (amp33_full.name, ie, isca, 0, 0, 0))
             view = survey.views[ie * len(survey.scas) + isca]
             for ty, rows in enumerate(edges):
                 for tx, cols in enumerate(edges):
@@ -638,7 +641,8 @@ def check_outputs(config: Config) -> bool:
         return False
     if progress.exists() and not paths["store"].exists():
         if progress.matches(config):
-            return True
+            # resumable if its store is there; otherwise it starts over
+            return partial_path(paths["store"]).exists()
         raise OutputError(f"output.directory {directory}",
                           "holds an interrupted run of another config (or romandask "
                           "version, or catalog file)",
@@ -662,7 +666,8 @@ def remove_partial_files(directory: Path) -> None:
 def clear_outputs(config: Config) -> None:
     """Remove an earlier run's outputs and progress (``overwrite``): a new run starts."""
     paths = output_paths(config)
-    for path in (paths["store"], partial_path(paths["store"]), Progress(config.output.directory).path):
+    progress = Progress(config.output.directory)
+    for path in (paths["store"], partial_path(paths["store"]), progress.path):
         if path.exists():
             shutil.rmtree(path)
     paths["footprint"].unlink(missing_ok=True)
@@ -760,8 +765,6 @@ def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Path]:
         for kind in ("l1", "l2"):
             if kind in products:
                 remove_partial_files(paths[kind])  # of writers killed and run again
-        for kind in ("l1", "l2"):
-            if kind in products:
                 written[kind] = [paths[kind] / name for name in product_names(survey, kind)]
                 say(f"{kind.upper()}: {len(written[kind])} ASDF files in {paths[kind]}")
 

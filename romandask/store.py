@@ -162,8 +162,8 @@ def block_writes(ds: xr.Dataset, path: Path, annotations: dict | None = None
     chunk can be written again with the same bytes.  The variables' graphs
     are optimised together first (as ``dask.array.store`` does, but without
     low-level fusion, which would drop the layers' resource annotations);
-    ``annotations`` go on the writes.  Returns the
-    graph and, per (exposure index, SCA index), the keys of its writes.
+    ``annotations`` go on the writes.  Returns the graph, the name of its
+    write layer and, per (exposure index, SCA index), the keys of its writes.
     """
     arrays = {var: value.data for var, value in ds.data_vars.items()
               if isinstance(value.data, da.Array)}
