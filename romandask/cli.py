@@ -193,12 +193,11 @@ def scheduler_from_file(path: str) -> str:
 
     try:
         address = json.loads(Path(path).read_text())["address"]
+        if not isinstance(address, str):
+            raise TypeError(f"address is {address!r}")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"--scheduler-file {path}", f"has no scheduler address ({exc})",
                          "give the file `dask scheduler --scheduler-file` wrote") from None
-    if not isinstance(address, str):
-        raise InputError(f"--scheduler-file {path}", "has no scheduler address",
-                         "give the file `dask scheduler --scheduler-file` wrote")
     return address
 
 

@@ -605,7 +605,10 @@ def task_needs(survey: Survey) -> Needs:
 
 def memory_declarations(survey: Survey, client, say: Callable[[str], None]) -> Needs | None:
     """The tasks' memory needs, checked against what the workers offer (None: the
-    workers offer no ``MEMORY``, as the threaded scheduler or plain workers)."""
+    workers offer no ``MEMORY``, as the threaded scheduler or plain workers).
+
+    Our own workers' offer (``local``, ``slurm``) follows from the config;
+    a scheduler's (``address``) is asked of ``client``."""
     from dask.utils import format_bytes
 
     from .cluster import memory_budget, offered_memory
@@ -720,21 +723,21 @@ def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Path]:
     paths = output_paths(config)
     progress = Progress(config.output.directory)
     products = set(config.output.products)
-    if {"counts", "truth", "ramps", "l1", "l2"} & products and \
-            config.cluster.type in ("local", "slurm"):
-        memory_declarations(survey, None, lambda s: None)  # refuse before touching outputs
+    in_store = bool({"counts", "truth", "ramps", "l1", "l2"} & products)
+    needs = None
+    if in_store and config.cluster.type in ("local", "slurm"):
+        # what our own workers offer is known: refuse before touching outputs
+        needs = memory_declarations(survey, None, say)
     if not resume:
         clear_outputs(config)
     config.output.directory.mkdir(parents=True, exist_ok=True)
     written = {}
+    partial = partial_path(paths["store"])
 
-    if {"counts", "truth", "ramps", "l1", "l2"} & products:
-        final = paths["store"]
-        partial = partial_path(final)
+    if in_store:
         for kind in ("l1", "l2"):
             if kind in products:
                 paths[kind].mkdir(exist_ok=True)
-                remove_partial_files(paths[kind])
         everything = [(ie, isca) for ie in range(len(survey.exposures))
                       for isca in range(len(survey.scas))]
         done = progress.done() if resume else set()
@@ -744,11 +747,10 @@ def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Path]:
         pending = [es for es in everything if es not in done]
         truth = truth_table(survey)
         with dask_client(config.cluster, say) as client:
-            needs = memory_declarations(survey, client, say)
+            if config.cluster.type == "address":  # what its workers offer
+                needs = memory_declarations(survey, client, say)
             ds, stages, ntiles = survey_dataset(survey, needs)
             if not resume:
-                if partial.exists():
-                    shutil.rmtree(partial)
                 store.create(ds, partial)
                 if "truth" in products:
                     store.write_group(store.truth_dataset(truth), partial, "truth")
@@ -775,8 +777,8 @@ def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Path]:
         written["footprint"] = paths["footprint"]
         say(f"wrote {paths['footprint']}")
     # Last, so that a store with its final name means a finished run.
-    if "store" in paths and partial_path(paths["store"]).exists():
-        store.finalise(partial_path(paths["store"]), paths["store"])
+    if partial.exists():
+        store.finalise(partial, paths["store"])
         written["store"] = paths["store"]
         say(f"wrote {paths['store']}")
     progress.remove()

@@ -184,8 +184,6 @@ def block_writes(ds: xr.Dataset, path: Path, annotations: dict | None = None
             key = (name, len(layer))
             layer[key] = (write_block, str(path / var), region, (arr.name, *index))
             keys.setdefault(index[:2], []).append(key)
-    if not isinstance(sources, HighLevelGraph):
-        sources = HighLevelGraph.from_collections(name + "-sources", dict(sources), [])
     with dask.annotate(**(annotations or {})):
         writes = MaterializedLayer(layer)
     graph = HighLevelGraph({**sources.layers, name: writes},
