@@ -79,7 +79,14 @@ def dask_client(cfg: ClusterConfig, say: Callable[[str], None] = print) -> Itera
             yield client
         return
 
-    with Client(cfg.address, security=user_security(cfg)) as client:
+    try:
+        client = Client(cfg.address, security=user_security(cfg))
+    except (OSError, TimeoutError) as exc:
+        raise ConfigError("cluster.address (or --scheduler)",
+                          f"cannot reach the scheduler {cfg.address} ({exc})",
+                          "start the scheduler, or check its address and TLS "
+                          "certificates") from None
+    with client:
         n = len(client.scheduler_info().get("workers", {}))
         say(f"dask: scheduler {cfg.address} ({n} workers); dashboard {client.dashboard_link}")
         yield client

@@ -707,6 +707,53 @@ def survey_dataset(survey: Survey, needs: Needs | None = None
     return ds, stages, len(tasks)
 
 
+def simulate(survey: Survey, client, needs: Needs | None, progress: Progress, resume: bool,
+             say: Callable[[str], None]) -> dict[str, list[Path]]:
+    """The store and the L1 and L2 files, on ``client``: the (exposure, SCA)
+    products not yet done, then the partial files of killed writers removed."""
+    from dask import delayed
+
+    from .cluster import compute
+
+    config = survey.config
+    products = set(config.output.products)
+    paths = output_paths(config)
+    partial = partial_path(paths["store"])
+    for kind in ("l1", "l2"):
+        if kind in products:
+            paths[kind].mkdir(exist_ok=True)
+    everything = [(ie, isca) for ie in range(len(survey.exposures))
+                  for isca in range(len(survey.scas))]
+    done = progress.done() if resume else set()
+    if resume:
+        say(f"resuming: {len(done)} of {len(everything)} (exposure, SCA) products "
+            f"already complete")
+    pending = [es for es in everything if es not in done]
+    truth = truth_table(survey)
+    ds, stages, ntiles = survey_dataset(survey, needs)
+    if not resume:
+        store.create(ds, partial)
+        if "truth" in products:
+            store.write_group(store.truth_dataset(truth), partial, "truth")
+        progress.start(config)
+    if pending:
+        t0 = time.perf_counter()
+        jobs = product_tasks(survey, ds, truth, partial, progress, pending, needs)
+        files = ", ".join(k.upper() for k in ("l1", "l2") if k in products)
+        say(f"simulating {' and '.join(stages)}: {ntiles} tiles"
+            + (f"; writing {files} files" if files else ""))
+        compute(delayed(jobs), client, config.cluster.progress)
+        say(f"{len(pending)} (exposure, SCA) products done in "
+            f"{time.perf_counter() - t0:.1f} s")
+    written = {}
+    for kind in ("l1", "l2"):
+        if kind in products:
+            remove_partial_files(paths[kind])  # of writers killed and run again
+            written[kind] = [paths[kind] / name for name in product_names(survey, kind)]
+            say(f"{kind.upper()}: {len(written[kind])} ASDF files in {paths[kind]}")
+    return written
+
+
 def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Path]:
     """Run the survey: counts, ramps and truth to zarr, the L1 and L2 files, the footprint.
 
@@ -714,9 +761,7 @@ def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Path]:
     files); a rerun of an interrupted run of the same config finishes only the
     rest (see :mod:`romandask.resume`).  The store gets its final name last.
     """
-    from dask import delayed
-
-    from .cluster import compute, dask_client
+    from .cluster import dask_client
 
     resume = check_outputs(config)
     survey = prepare(config, say)
@@ -728,47 +773,18 @@ def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Path]:
     if in_store and config.cluster.type in ("local", "slurm"):
         # what our own workers offer is known: refuse before touching outputs
         needs = memory_declarations(survey, None, say)
-    if not resume:
-        clear_outputs(config)
-    config.output.directory.mkdir(parents=True, exist_ok=True)
     written = {}
     partial = partial_path(paths["store"])
-
-    if in_store:
-        for kind in ("l1", "l2"):
-            if kind in products:
-                paths[kind].mkdir(exist_ok=True)
-        everything = [(ie, isca) for ie in range(len(survey.exposures))
-                      for isca in range(len(survey.scas))]
-        done = progress.done() if resume else set()
-        if resume:
-            say(f"resuming: {len(done)} of {len(everything)} (exposure, SCA) products "
-                f"already complete")
-        pending = [es for es in everything if es not in done]
-        truth = truth_table(survey)
-        with dask_client(config.cluster, say) as client:
-            if config.cluster.type == "address":  # what its workers offer
-                needs = memory_declarations(survey, client, say)
-            ds, stages, ntiles = survey_dataset(survey, needs)
-            if not resume:
-                store.create(ds, partial)
-                if "truth" in products:
-                    store.write_group(store.truth_dataset(truth), partial, "truth")
-                progress.start(config)
-            if pending:
-                t0 = time.perf_counter()
-                jobs = product_tasks(survey, ds, truth, partial, progress, pending, needs)
-                files = ", ".join(k.upper() for k in ("l1", "l2") if k in products)
-                say(f"simulating {' and '.join(stages)}: {ntiles} tiles"
-                    + (f"; writing {files} files" if files else ""))
-                compute(delayed(jobs), client, config.cluster.progress)
-                say(f"{len(pending)} (exposure, SCA) products done in "
-                    f"{time.perf_counter() - t0:.1f} s")
-        for kind in ("l1", "l2"):
-            if kind in products:
-                remove_partial_files(paths[kind])  # of writers killed and run again
-                written[kind] = [paths[kind] / name for name in product_names(survey, kind)]
-                say(f"{kind.upper()}: {len(written[kind])} ASDF files in {paths[kind]}")
+    # outputs are touched only once the cluster is up (an unreachable
+    # scheduler or a refused SLURM cluster leaves them as they were)
+    with dask_client(config.cluster, say) if in_store else contextlib.nullcontext() as client:
+        if in_store and config.cluster.type == "address":  # what its workers offer
+            needs = memory_declarations(survey, client, say)
+        if not resume:
+            clear_outputs(config)
+        config.output.directory.mkdir(parents=True, exist_ok=True)
+        if in_store:
+            written.update(simulate(survey, client, needs, progress, resume, say))
 
     if "footprint" in config.output.products:
         from .plots import plot_footprint

@@ -112,3 +112,27 @@ def test_unsafe_yaml_tags_are_refused(tmp_path):
     with pytest.raises(ConfigError) as err:
         read_yaml(path)
     assert "YAML" in err.value.one_line()
+
+
+def _digest(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_unreachable_scheduler_is_one_line_and_leaves_outputs_alone(make_config, capsys):
+    from romandask import cli
+    from romandask.pipeline import run
+
+    config, path = make_config()
+    run(config, say=lambda s: None)
+    before = _digest(config.output.directory)
+    capsys.readouterr()
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        status = cli.main(["run", str(path), "--overwrite", "--no-progress",
+                           "--scheduler", "tcp://127.0.0.1:1"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert err.count("\n") == 0
+    assert "cluster.address (or --scheduler)" in err and "cannot reach" in err
+    # --overwrite did not remove the earlier run: the cluster never came up
+    assert _digest(config.output.directory) == before
