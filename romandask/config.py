@@ -118,7 +118,7 @@ class DetectorConfig:
 class CalibrationConfig:
     """L1 -> L2: the ramp fitter and the seed's jump and weighting parameters."""
 
-    fitter: str = "ols_cas22"  # ols_cas22 | likely | fixed
+    fitter: str = "fixed"  # fixed | ols_cas22 | likely (DEFAULT_FITTER)
     jump_detect: tuple[tuple[str, float], ...] = ()  # JUMP_DETECT_PARS given
     ramp_opt: tuple[tuple[str, float], ...] = ()  # RAMP_OPT_PARS given
     use_jump: bool = True
@@ -594,6 +594,9 @@ def _check_sequence(exposures) -> None:
 
 
 FITTERS = ("ols_cas22", "likely", "fixed")
+#: The seed's fixed-weight fit: unbiased at any rate, and robust to several
+#: cosmic rays in one ramp (README, "Ramp fitters").
+DEFAULT_FITTER = "fixed"
 #: Fewest resultants stcal's likely fitter accepts.
 LIKELY_MIN_RESULTANTS = 4
 JUMP_KEYS = ("SthreshA", "SthreshB", "IthreshA", "IthreshB")
@@ -627,7 +630,7 @@ def parse_ramp_opt(data: Any, where: str) -> tuple[tuple[str, float], ...]:
 def _calibration(data: Any) -> CalibrationConfig:
     sec = _Section(data, "calibration", keys=("fitter", "jump_detect", "ramp_opt", "use_jump"))
     cfg = CalibrationConfig(
-        fitter=sec.get("fitter", str, "ols_cas22", choices=FITTERS),
+        fitter=sec.get("fitter", str, DEFAULT_FITTER, choices=FITTERS),
         jump_detect=parse_jump_pars(sec.raw("jump_detect", {}), "calibration.jump_detect"),
         ramp_opt=parse_ramp_opt(sec.raw("ramp_opt", {}), "calibration.ramp_opt"),
         use_jump=sec.get("use_jump", bool, True),

@@ -46,7 +46,7 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from . import __version__, rng, store
-from .config import Config, DetectorConfig, exposure_gaps
+from .config import DEFAULT_FITTER, Config, DetectorConfig, exposure_gaps
 from .detector.l1 import L1Tile, simulate_tile
 from .detector.model import detector_model
 from .detector.readout import Readout, make_readout
@@ -516,7 +516,7 @@ def l1_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: Detec
 
 def l2_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: DetectorConfig,
                  seed: int, truth: dict, visit: dict, directory: Path,
-                 fitter: str = "ols_cas22") -> Path:
+                 fitter: str = DEFAULT_FITTER) -> Path:
     """Write the L2 ASDF file of one (exposure, SCA) from its chunks in the store.
 
     Its ``romandask`` record says how it was calibrated (detector model,

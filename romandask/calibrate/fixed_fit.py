@@ -48,6 +48,10 @@ from roman_datamodels.dqflags import pixel as pixelflags
 
 __all__ = ["JumpThresholds", "RampOptimization", "RampTimes", "fit_fixed", "poisson_coefficient"]
 
+#: Significance below the slope past which a difference shows the slope to be
+#: raised by hits the jump search could not single out (a clean ramp of nine
+#: resultants comes this low once in about 4000 pixels).
+LOW_SIGNIFICANCE = 4.0
 _EXCLUDE = np.uint32(groupflags.SATURATED | groupflags.DO_NOT_USE)
 _SATURATED = np.uint32(groupflags.SATURATED)
 _JUMP = np.uint32(pixelflags.JUMP_DET)
@@ -168,6 +172,36 @@ def _quad(v, mat, idx, nk):
 
 
 @numba.njit(cache=True, nogil=True)
+def _gls(d, dt, sr, sp, u, use, idx, w):
+    """Fixed-weight slope from the differences where ``use``; fills ``idx`` and ``w``.
+
+    Returns the number of differences used (0: no slope) and the slope.
+    """
+    nk = 0
+    for k in range(d.shape[0]):
+        if use[k]:
+            idx[nk] = k
+            nk += 1
+    if nk == 0:
+        return 0, np.nan
+    sig = np.empty((nk, nk))
+    rhs = np.empty(nk)
+    for i in range(nk):
+        rhs[i] = dt[idx[i]]
+        for j in range(nk):
+            sig[i, j] = sr[idx[i], idx[j]] + u * sp[idx[i], idx[j]]
+    x = _solve_spd(sig, rhs)
+    norm = 0.0
+    for i in range(nk):
+        norm += x[i] * rhs[i]
+    slope = 0.0
+    for i in range(nk):
+        w[i] = x[i] / norm
+        slope += w[i] * d[idx[i]]
+    return nk, slope
+
+
+@numba.njit(cache=True, nogil=True)
 def _fit_pixel(r, good, m, nreads, tbar, cr, cp, u, sig2, gain, thr, out):
     """Fit one pixel with usable resultants ``good[:m]``; returns the jump flag.
 
@@ -183,49 +217,54 @@ def _fit_pixel(r, good, m, nreads, tbar, cr, cp, u, sig2, gain, thr, out):
         d[k] = r[good[k + 1]] - r[good[k]]
         dt[k] = tbar[good[k + 1]] - tbar[good[k]]
     keep = np.ones(nd, np.bool_)
-    pending = np.full(2, -1, np.int64)
+    suspect = np.zeros(nd, np.bool_)
     jumped = False
     idx = np.empty(nd, np.int64)
     w = np.empty(nd)
     v = np.empty(nd)
-    while True:
-        nk = 0
+    base_idx = np.empty(nd, np.int64)
+    base_w = np.empty(nd)
+    # Several cosmic rays raise the fitted slope towards themselves, so that
+    # each, compared with it, can stay under the threshold.  Cosmic rays only
+    # add charge: a weighted median of the differences' rates stands while
+    # fewer than half of them are hit, and every difference that rises above
+    # it by more than the threshold is dropped before the search below.
+    if nd > 2:
+        rates = np.empty(nd)
+        weights = np.empty(nd)
         for k in range(nd):
-            if keep[k]:
-                idx[nk] = k
-                nk += 1
+            rates[k] = d[k] / dt[k]
+            weights[k] = dt[k] / math.sqrt(sig2 * sr[k, k] + u * sig2 * sp[k, k])
+        order = np.argsort(rates)
+        half = 0.5 * weights.sum()
+        acc = 0.0
+        median = rates[order[nd - 1]]
+        for i in range(nd):
+            acc += weights[order[i]]
+            if acc >= half:
+                median = rates[order[i]]
+                break
+        mrate = max(median, 0.0)
+        slope_dn = min(max(median / gain, thr[2]), thr[3])
+        limit = thr[0] + (thr[1] - thr[0]) * math.log(slope_dn / thr[2]) / math.log(thr[3] / thr[2])
+        for k in range(nd):
+            sd = math.sqrt(sig2 * sr[k, k] + mrate * sp[k, k])
+            if d[k] - median * dt[k] > limit * sd:
+                keep[k] = False
+                jumped = True
+                if k >= 1 and nreads[good[k]] > 1:
+                    suspect[k - 1] = True
+                if k + 1 < nd and nreads[good[k + 1]] > 1:
+                    suspect[k + 1] = True
+    while True:
+        nk, slope = _gls(d, dt, sr, sp, u, keep, idx, w)
         if nk == 0:
             out[0] = np.nan
             out[1] = np.nan
             out[2] = np.nan
             out[3] = np.nan
             return jumped
-        sig = np.empty((nk, nk))
-        rhs = np.empty(nk)
-        for i in range(nk):
-            rhs[i] = dt[idx[i]]
-            for j in range(nk):
-                sig[i, j] = sr[idx[i], idx[j]] + u * sp[idx[i], idx[j]]
-        x = _solve_spd(sig, rhs)
-        norm = 0.0
-        for i in range(nk):
-            norm += x[i] * rhs[i]
-        slope = 0.0
-        for i in range(nk):
-            w[i] = x[i] / norm
-            slope += w[i] * d[idx[i]]
         rate = max(slope, 0.0)
-        # a neighbour of the last jump that rises by more than 2 sigma shares it
-        dropped = False
-        for nb in pending:
-            if nb >= 0 and keep[nb]:
-                excess = d[nb] - slope * dt[nb]
-                if excess > 2.0 * math.sqrt(sig2 * sr[nb, nb] + rate * sp[nb, nb]):
-                    keep[nb] = False
-                    dropped = True
-        pending[:] = -1
-        if dropped:
-            continue
         # jump search over single and adjacent pairs of kept differences
         slope_dn = min(max(slope / gain, thr[2]), thr[3])
         frac = math.log(slope_dn / thr[2]) / math.log(thr[3] / thr[2])
@@ -233,6 +272,9 @@ def _fit_pixel(r, good, m, nreads, tbar, cr, cp, u, sig2, gain, thr, out):
         best = limit
         best_k = -1
         best_pair = False
+        lowest = 0.0           # the most negative significance of a single difference
+        highest = -np.inf      # and the difference with the largest one
+        highest_k = -1
         if nk > 1:
             for i in range(nk):
                 for span in range(1, 3):
@@ -249,11 +291,52 @@ def _fit_pixel(r, good, m, nreads, tbar, cr, cp, u, sig2, gain, thr, out):
                     if var <= 0.0:
                         continue
                     s = (local / tot - slope) / math.sqrt(var)
+                    if span == 1:
+                        lowest = min(lowest, s)
+                        if s > highest:
+                            highest = s
+                            highest_k = idx[i]
                     if s > best:
                         best = s
                         best_k = idx[i]
                         best_pair = span == 2
         if best_k < 0:
+            # A cosmic ray that arrives within a resultant of several reads
+            # raises both differences that share that resultant, and the
+            # smaller part may stay under the threshold, the more so as
+            # other hits still raise the slope it is compared with.  Once no
+            # jump is left, the neighbours of dropped differences are tested
+            # against the slope of the differences beyond suspicion: one
+            # that rises more than 2 sigma above it holds part of a jump,
+            # and the largest such excess is dropped before refitting.
+            base = keep & ~suspect
+            if (keep & suspect).any() and base.any():
+                nb, clean = _gls(d, dt, sr, sp, u, base, base_idx, base_w)
+                crate = max(clean, 0.0)
+                var_clean = (sig2 * _quad(base_w, sr, base_idx, nb)
+                             + crate * _quad(base_w, sp, base_idx, nb))
+                worst = 2.0
+                worst_k = -1
+                for k in range(nd):
+                    if suspect[k] and keep[k]:
+                        excess = d[k] - clean * dt[k]
+                        var = sig2 * sr[k, k] + crate * sp[k, k] + dt[k] ** 2 * var_clean
+                        if var > 0.0 and excess > worst * math.sqrt(var):
+                            worst = excess / math.sqrt(var)
+                            worst_k = k
+                if worst_k >= 0:
+                    keep[worst_k] = False
+                    continue
+            # A difference far below the slope cannot be a cosmic ray: the
+            # slope is raised by hits shared among the differences that
+            # carry most of the weight (a ray within a long resultant splits
+            # between two of them, neither above the threshold).  The
+            # highest of them is dropped and the ramp refitted, until the
+            # rest agree.
+            if lowest < -LOW_SIGNIFICANCE and highest_k >= 0:
+                keep[highest_k] = False
+                jumped = True
+                continue
             out[0] = slope
             out[1] = sig2 * _quad(w, sr, idx, nk)
             out[3] = _quad(w, sp, idx, nk)
@@ -263,11 +346,12 @@ def _fit_pixel(r, good, m, nreads, tbar, cr, cp, u, sig2, gain, thr, out):
         last = best_k + 1 if best_pair else best_k
         for k in range(best_k, last + 1):
             keep[k] = False
-        # a cosmic ray that arrives within a resultant of several reads raises
-        # both differences that share it: check the neighbours against the
-        # refitted slope
-        pending[0] = best_k - 1 if best_k >= 1 and nreads[good[best_k]] > 1 else -1
-        pending[1] = last + 1 if last + 1 < nd and nreads[good[last + 1]] > 1 else -1
+        # the differences beside a jump share a resultant with it; where that
+        # resultant holds several reads, they may hold part of the jump
+        if best_k >= 1 and nreads[good[best_k]] > 1:
+            suspect[best_k - 1] = True
+        if last + 1 < nd and nreads[good[last + 1]] > 1:
+            suspect[last + 1] = True
 
 
 @numba.njit(cache=True, nogil=True)

@@ -41,7 +41,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..config import (FITTERS, LIKELY_MIN_RESULTANTS, CalibrationConfig, ClusterConfig,
+from ..config import (DEFAULT_FITTER, FITTERS, LIKELY_MIN_RESULTANTS, CalibrationConfig, ClusterConfig,
                       ConfigError, _cluster, _detector, _Section, parse_jump_pars,
                       parse_ramp_opt, read_yaml)
 from ..errors import InputError, OutputError, check_writable_directory
@@ -151,7 +151,7 @@ def parse_calibrate_config(data: Any, base: Path = Path("."), overwrite: bool = 
         raw.setdefault("window", 16)  # each file's own window replaces it
         detector = _detector(raw, base, ())
     calib = CalibrationConfig(
-        fitter=sec.get("FITTER", str, "ols_cas22", choices=FITTERS),
+        fitter=sec.get("FITTER", str, DEFAULT_FITTER, choices=FITTERS),
         jump_detect=parse_jump_pars(sec.raw("JUMP_DETECT_PARS", {}), "JUMP_DETECT_PARS"),
         ramp_opt=parse_ramp_opt(sec.raw("RAMP_OPT_PARS", {}), "RAMP_OPT_PARS"))
     fitsout = sec.get("FITSOUT", bool, False)
