@@ -24,7 +24,7 @@ import numpy as np
 from roman_datamodels.dqflags import group as groupflags
 from roman_datamodels.dqflags import pixel as pixelflags
 
-from ..config import FITTERS
+from ..config import DEFAULT_FITTER, FITTERS
 from ..detector.l1 import extended_region, grown_rectangle, science_mask
 from ..detector.reference import NBORDER, NCHAN, channel_of, frame_index
 from ..instrument.matables import MATable
@@ -33,7 +33,8 @@ from .fixed_fit import (JumpThresholds, RampOptimization, RampTimes, fit_fixed,
                         poisson_coefficient)
 
 __all__ = ["FITTERS", "HALO", "CalOptions", "OUTPUTS", "calibrate_block", "calibrate_frame",
-           "effective_read_noise", "exposure_reference", "fit_ramp", "science_part"]
+           "effective_read_noise", "exposure_reference", "fit_ramp", "reference_noise",
+           "science_part"]
 
 #: Pixels of halo a block needs on each side.
 HALO = 4
@@ -48,7 +49,7 @@ _EXCLUDE_IN = np.uint8(groupflags.DO_NOT_USE | groupflags.AD_FLOOR)
 class CalOptions:
     """How to calibrate: the ramp fitter and its jump-detection settings."""
 
-    fitter: str = "ols_cas22"
+    fitter: str = DEFAULT_FITTER
     jump: JumpThresholds = field(default_factory=JumpThresholds)
     optimization: RampOptimization = field(default_factory=RampOptimization)
     use_jump: bool = True
@@ -90,14 +91,37 @@ def exposure_reference(model, ma_table: MATable, data_ref_rows: np.ndarray,
     if not data_ref_rows.any():
         # no reference pixels recorded: nothing to correct
         nres = data_ref_rows.shape[0]
-        return np.zeros((nres, n), np.float32), np.zeros((nres, NCHAN), np.float32)
+        return np.zeros((nres, n), np.float32), np.zeros((nres, NCHAN, n), np.float32)
     rows = np.r_[0:NBORDER, n - NBORDER:n]
-    level = np.concatenate([model.region(slice(0, NBORDER), slice(0, n)).sref,
-                            model.region(slice(n - NBORDER, n), slice(0, n)).sref])
+    top = model.region(slice(0, NBORDER), slice(0, n))
+    bottom = model.region(slice(n - NBORDER, n), slice(0, n))
+    level = np.concatenate([top.sref, bottom.sref])
     channels = channel_of(frame_index(model.window))
     amp33_level = model.amp33_med(slice(0, n)) if amp33 is not None else None
+    noise = reference_noise(model, amp33 is not None,
+                            np.concatenate([top.read_noise, bottom.read_noise]))
+    weights = steps.channel_weights(n, rows, *noise)
     return steps.reference_offsets(data_ref_rows, level, channels, rows, amp33,
-                                   amp33_level, model.m_pink, ma_table.tbar)
+                                   amp33_level, model.m_pink, weights)
+
+
+def reference_noise(model, with_amp33: bool, ref_read_noise: np.ndarray) -> tuple[float, float]:
+    """Variances per read of what a channel's reference rows share with its pixels.
+
+    Returns the 1/f part (the channel's own ``U_PINK``, and what the row
+    correction leaves of the common noise: the amp33 output's own 1/f noise,
+    or all of ``C_PINK`` where there is no amp33 to remove it), and the
+    white noise of the mean of four reference rows of one channel.
+    """
+    pink = model.u_pink ** 2
+    white = float(np.mean(ref_read_noise.astype(np.float64) ** 2)) / (NBORDER * 128)
+    if with_amp33 and model.m_pink:
+        pink += model.ru_pink ** 2 / model.m_pink ** 2
+        amp33_white = float(np.mean(model.amp33_std(slice(0, model.frame_shape[0])) ** 2))
+        white += amp33_white / 128.0 / NBORDER / model.m_pink ** 2
+    else:
+        pink += model.c_pink ** 2
+    return pink, white
 
 
 def fit_ramp(options: CalOptions, resultants, groupdq, read_noise, gain, ma_table: MATable,
@@ -199,7 +223,8 @@ def calibrate_block(data: np.ndarray, rows: tuple[int, int], cols: tuple[int, in
     y = np.clip(np.arange(*ext_rows), 0, frame - 1)
     x = np.clip(np.arange(*ext_cols), 0, frame - 1)
     chan = channel_of(frame_index(model.window)[x])
-    raw = steps.apply_reference_correction(raw, common[:nres][:, y], channel[:nres][:, chan])
+    raw = steps.apply_reference_correction(
+        raw, common[:nres][:, y], channel[:nres][:, chan][:, :, y].transpose(0, 2, 1))
     raw -= bias
 
     # 5. linearity

@@ -13,7 +13,9 @@ in the order the signal passed through them, last stage first:
    last read would have (stcal's treatment of averaged reads);
 3. reference pixels: the 1/f noise common to all channels is read off the
    amp33 output row by row, and each channel's offset off its top and bottom
-   reference rows (romanimpreprocess's ``reference_subtraction``);
+   reference rows, resultant by resultant (as romanimpreprocess's
+   ``reference_subtraction``), carried to the rows between them with the
+   weights the detector model's 1/f noise gives (:func:`channel_weights`);
 4. bias correction: the ``biascorr`` cube is subtracted;
 5. linearity: the Legendre curve maps raw DN to linearised DN; signals beyond
    ``[Smin, Smax]`` follow its tangent and are flagged NO_LIN_CORR;
@@ -38,6 +40,7 @@ from ..instrument.matables import MATable
 
 __all__ = [
     "apply_reference_correction",
+    "channel_weights",
     "flag_saturation",
     "ipc_correct",
     "linearize_cube",
@@ -72,10 +75,43 @@ def flag_saturation(signal: np.ndarray, saturation: np.ndarray, sref: np.ndarray
     return np.where(flagged, _SATURATED, np.uint8(0))
 
 
+def channel_weights(nrows: int, ref_row_index: np.ndarray, pink_var: float,
+                    white_var: float) -> np.ndarray:
+    """Weights (nrows, 2) of the top and bottom reference rows' channel offsets.
+
+    A channel's 1/f noise (variance ``pink_var`` per read, correlated along
+    the rows as :func:`~romandask.detector.readout.pink_correlation`) is
+    seen by the reference rows ``ref_row_index`` (the first four, then the
+    last four) with white noise of variance ``white_var`` on each group's
+    mean.  Row y's offset is best predicted (least squares, given the model)
+    by ``a(y) T + b(y) B`` from the two groups' means T and B: close to T
+    and B beside them, and to nothing halfway, where 1/f noise no longer
+    remembers the reference rows.  Every variance scales alike with the
+    reads a resultant averages, so one set of weights serves them all.
+    """
+    from ..detector.readout import pink_correlation
+
+    if pink_var <= 0:
+        return np.zeros((nrows, 2))
+    rho = pink_correlation(nrows)
+    groups = (ref_row_index[:NBORDER_ROWS], ref_row_index[NBORDER_ROWS:])
+    rows = np.arange(nrows)
+    # covariance of each row with each group's mean, and of the group means
+    cross = np.stack([rho[np.abs(rows[:, None] - g[None, :])].mean(axis=1) for g in groups],
+                     axis=1) * pink_var
+    gram = np.array([[rho[np.abs(gi[:, None] - gj[None, :])].mean() for gj in groups]
+                     for gi in groups]) * pink_var + np.eye(2) * white_var
+    return cross @ np.linalg.inv(gram)
+
+
+#: Reference rows at the top (and at the bottom) of the frame.
+NBORDER_ROWS = 4
+
+
 def reference_offsets(ref_rows: np.ndarray, ref_level: np.ndarray, ref_channels: np.ndarray,
                       ref_row_index: np.ndarray, amp33: np.ndarray | None,
                       amp33_level: np.ndarray | None, m_pink: float,
-                      times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                      weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Row-by-row common noise and per-channel offsets of one exposure.
 
     Parameters
@@ -87,39 +123,43 @@ def reference_offsets(ref_rows: np.ndarray, ref_level: np.ndarray, ref_channels:
     amp33 : (nres, nrows, 128) the reference output, or None.
     amp33_level : (nrows, 128) its median level.
     m_pink : its coupling to the common noise; 0 turns the row correction off.
-    times : (nres,) mean times of the resultants: each channel's offsets are
-        a straight line in time fitted to the reference rows.
+    weights : (nrows, 2) :func:`channel_weights`.
 
     Returns
     -------
     common : (nres, nrows) DN to subtract from every pixel of a row.
-    channel : (nres, 32) DN to subtract from every pixel of a channel.
+    channel : (nres, 32, nrows) DN to subtract from the pixels of a channel:
+        the channel's mean offset over the exposure (its bias against the
+        reference data, which matters to the linearity), plus each
+        resultant's departure from it at the top and bottom reference rows
+        carried to every row by ``weights``.
     """
     nres = ref_rows.shape[0]
+    nrows = weights.shape[0]
     if amp33 is not None and m_pink:
         common = ((amp33.astype(np.float64).mean(axis=2)
                    - amp33_level.astype(np.float64).mean(axis=1)[None]) / m_pink)
     else:
-        common = np.zeros((nres, int(ref_row_index.max()) + 1))  # the last rows close the frame
+        common = np.zeros((nres, nrows))
     resid = (ref_rows.astype(np.float64) - ref_level[None]
              - common[:, ref_row_index, None])
-    channel = np.zeros((nres, NCHAN))
+    top = np.zeros((nres, NCHAN))
+    bottom = np.zeros((nres, NCHAN))
     for c in np.unique(ref_channels):
-        channel[:, c] = resid[:, :, ref_channels == c].mean(axis=(1, 2))
-    if nres > 1:
-        # the bias of a channel drifts slowly: fit a line in time, rather than
-        # carry each resultant's noise in eight rows into every pixel
-        t = np.asarray(times, np.float64)
-        design = np.stack([np.ones_like(t), t - t.mean()], axis=1)
-        coeffs, *_ = np.linalg.lstsq(design, channel, rcond=None)
-        channel = design @ coeffs
+        top[:, c] = resid[:, :NBORDER_ROWS, ref_channels == c].mean(axis=(1, 2))
+        bottom[:, c] = resid[:, NBORDER_ROWS:, ref_channels == c].mean(axis=(1, 2))
+    offset = 0.5 * (top + bottom).mean(axis=0)                     # (32,)
+    top -= top.mean(axis=0)
+    bottom -= bottom.mean(axis=0)
+    channel = (offset[None, :, None] + top[:, :, None] * weights[None, None, :, 0]
+               + bottom[:, :, None] * weights[None, None, :, 1])
     return common.astype(np.float32), channel.astype(np.float32)
 
 
 def apply_reference_correction(data: np.ndarray, common_rows: np.ndarray,
-                               channel_cols: np.ndarray) -> np.ndarray:
-    """``data`` (nres, ny, nx) less the row (nres, ny) and column-channel (nres, nx) terms."""
-    return data - common_rows[:, :, None] - channel_cols[:, None, :]
+                               channel: np.ndarray) -> np.ndarray:
+    """``data`` (nres, ny, nx) less the row (nres, ny) and channel (nres, ny, nx) terms."""
+    return data - common_rows[:, :, None] - channel
 
 
 @numba.njit(cache=True, nogil=True)

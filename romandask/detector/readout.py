@@ -46,6 +46,23 @@ def pink_noise(generator: np.random.Generator, shape: tuple[int, ...], n: int) -
     return series * (m / np.sqrt(4.0 * np.sum(1.0 / freqs)))
 
 
+def pink_correlation(n: int) -> np.ndarray:
+    """Correlation of :func:`pink_noise` samples ``lag`` = 0 .. n - 1 apart.
+
+    The series is stationary: ``rho(lag) = sum_f cos(2 pi f lag / m) / f /
+    sum_f 1 / f`` over the frequencies f = 1 .. m / 2 of its grid of m = 2n.
+    1/f noise stays correlated over long lags (rho falls as the logarithm of
+    the lag), which is what sets how far reference rows tell about the rows
+    between them.
+    """
+    m = 2 * n
+    spectrum = np.zeros(m // 2 + 1)
+    spectrum[1:] = 1.0 / np.arange(1, m // 2 + 1)
+    # irfft gives (1/m)(2 sum_{f < m/2} S_f cos + S_{m/2} cos(pi lag))
+    cov = np.fft.irfft(spectrum, m)[:n] * m
+    return cov / cov[0]
+
+
 @dataclass
 class Readout:
     """Shared per (exposure, SCA): read-averaged correlated noise, amp33, cosmic rays.
