@@ -139,6 +139,7 @@ class L2Image:
     per_nominal_pixel: bool     # rates per (0.11")^2 (romandask) or per pixel
     fitter: str
     exposure_key: int           # identifies (exposure, SCA) for the random draws
+    per_maggie: float           # e-/s of a 1-maggie source: the file's own flux scale
 
 
 def _fits_wcs(model, shape, where: str):
@@ -204,11 +205,39 @@ def describe(model, options: InjectOptions = InjectOptions(), where: str = "L2")
                          "refit with fitter ols_cas22 or fixed")
     origin = tuple(int(v) for v in sim.get("window_origin", (0, 0)))
     identity = f"{model.meta.exposure.start_time}|{sca}|{filt}"
+    gain = float(sim.get("reference_gain", det.reference_gain()))
     return L2Image(sca=sca, filter=filt, table=table, shape=shape,
                    wcs=_fits_wcs(model, shape, where), origin=origin, detector=det,
-                   reference_gain=float(sim.get("reference_gain", det.reference_gain())),
+                   reference_gain=gain,
                    per_nominal_pixel=bool(sim.get("pixel_area_normalised", False)),
-                   fitter=fitter, exposure_key=zlib.crc32(identity.encode()))
+                   fitter=fitter, exposure_key=zlib.crc32(identity.encode()),
+                   per_maggie=file_flux_scale(model, filt, gain))
+
+
+def file_flux_scale(model, filter_name: str, reference_gain: float) -> float:
+    """Electrons per second of a 1-maggie source, by the file's own ``meta.photometry``.
+
+    ``conversion_megajanskys`` (MJy/sr per DN/s) times ``pixel_area`` (sr)
+    is the flux density of 1 DN/s, so a 1-maggie (3631 Jy) source gives
+    ``3631e-6 / (conversion x area)`` DN/s, times the file's gain in e-/s.
+    Each producer's files say their own scale: romanisim's come from its
+    per-SCA effective areas, romandask's from GalSim's zero points, whose
+    values they record.  Without usable photometry, GalSim's zero point.
+    """
+    from .instrument.filters import electrons_per_maggie
+
+    phot = model.meta.get("photometry") if hasattr(model.meta, "get") else None
+    try:
+        conversion = float(phot["conversion_megajanskys"])
+        area = float(phot["pixel_area"])
+    except (KeyError, TypeError, ValueError):
+        return electrons_per_maggie(filter_name)
+    # romanisim's area (and with it its conversion) carries the sign of its
+    # WCS's handedness; the product is the flux density of 1 DN/s either way
+    per_dn = conversion * area
+    if not (np.isfinite(per_dn) and per_dn > 0):
+        return electrons_per_maggie(filter_name)
+    return 3631e-6 / per_dn * reference_gain
 
 
 # --------------------------------------------------------------------------
@@ -226,7 +255,7 @@ def select(image: L2Image, catalog, margin: int) -> dict[str, np.ndarray]:
 
     ny, nx = image.shape
     return sources_in(image.wcs, galsim.BoundsI(1, nx, 1, ny), CatalogIndex(catalog), margin,
-                      image.filter, image.table.exposure_time)
+                      image.filter, image.table.exposure_time, image.per_maggie)
 
 
 def truth_table(image: L2Image, sources: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -237,14 +266,12 @@ def truth_table(image: L2Image, sources: Mapping[str, np.ndarray]) -> dict[str, 
     pixel area where the image is so normalised: the aperture sum of
     ``data x area``).
     """
-    from .instrument.filters import electrons_per_maggie
-
     t = image.table.exposure_time
     return {"id": sources["id"], "ra": sources["ra"], "dec": sources["dec"],
             "x": sources["x"] - 1.0, "y": sources["y"] - 1.0, "type": sources["type"],
             "n": sources["n"], "half_light_radius": sources["half_light_radius"],
             "pa": sources["pa"], "ba": sources["ba"],
-            "flux": sources["flux"] / (electrons_per_maggie(image.filter) * t),
+            "flux": sources["flux"] / (image.per_maggie * t),
             "electrons": sources["flux"], "rate": sources["flux"] / t / image.reference_gain}
 
 

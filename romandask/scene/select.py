@@ -43,12 +43,13 @@ def select_sources(view: SCAView, index: CatalogIndex, margin: int) -> dict[str,
 
 
 def sources_in(wcs, bounds, index: CatalogIndex, margin: int, filter_name: str,
-               exposure_time: float) -> dict[str, np.ndarray]:
+               exposure_time: float, per_maggie: float | None = None) -> dict[str, np.ndarray]:
     """Sources whose centre lies within ``margin`` pixels of ``bounds`` (GalSim pixels).
 
     Returns ``id``, ``ra``, ``dec``, GalSim pixel ``x``, ``y``, ``flux`` in
     electrons over ``exposure_time`` in ``filter_name``, ``type`` and the
-    shape columns.
+    shape columns.  ``per_maggie`` (e-/s of a 1-maggie source) converts the
+    catalog's maggies; GalSim's zero point by default.
     """
     b = bounds
     nx, ny = b.xmax - b.xmin + 1, b.ymax - b.ymin + 1
@@ -67,8 +68,9 @@ def sources_in(wcs, bounds, index: CatalogIndex, margin: int, filter_name: str,
     keep = ((x >= b.xmin - 0.5 - margin) & (x <= b.xmax + 0.5 + margin)
             & (y >= b.ymin - 0.5 - margin) & (y <= b.ymax + 0.5 + margin))
     rows = rows[keep]
-    flux_e = (np.asarray(cat[filter_name], float)[rows]
-              * electrons_per_maggie(filter_name) * exposure_time)
+    if per_maggie is None:
+        per_maggie = electrons_per_maggie(filter_name)
+    flux_e = np.asarray(cat[filter_name], float)[rows] * per_maggie * exposure_time
     out = {
         "id": np.asarray(cat["id"], np.int64)[rows],
         "ra": ra[keep], "dec": dec[keep], "x": x[keep], "y": y[keep],
