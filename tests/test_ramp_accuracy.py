@@ -28,7 +28,7 @@ GAIN = 2.0
 
 
 def _resultants(rate: float, npix: int, generator: np.random.Generator,
-                hits: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                hits: int = 0, read_noise: float = READ_NOISE) -> tuple[np.ndarray, np.ndarray]:
     """Resultants (nres, 1, npix) in electrons, and which differences the hits touch.
 
     Each read collects Poisson charge at ``rate``; ``hits`` cosmic rays of
@@ -54,7 +54,7 @@ def _resultants(rate: float, npix: int, generator: np.random.Generator,
         within = (read_number > np.asarray(first_read)[j]) & (j < ndiff)
         touched[j[within], cols[within]] = True
     reads_so_far = np.cumsum(charge, axis=0)
-    reads_so_far += READ_NOISE * generator.standard_normal(reads_so_far.shape)
+    reads_so_far += read_noise * generator.standard_normal(reads_so_far.shape)
     res = np.stack([reads_so_far[[k - 1 for k in r]].mean(axis=0) for r in TABLE.read_pattern])
     return res[:, None, :], touched
 
