@@ -109,3 +109,16 @@ def test_flagged_multi_hit_ramps_are_not_outliers(rate, hits):
     assert sel.sum() > 800
     outliers = np.mean(np.abs(pull[sel]) > 5)
     assert outliers < 0.005, outliers
+
+
+@pytest.mark.parametrize("rate", [0.5, 5.0])
+def test_single_hits_leave_no_bias(rate):
+    """The common case, one cosmic ray: the pixel's rate is unbiased.  Testing
+    a jump's neighbours for a share of it drops clean neighbours that happen to
+    lie high, which pulls the rate down unless the test is strict enough."""
+    g = np.random.default_rng(int(100 * rate))
+    res, _ = _resultants(rate, 40000, g, hits=1)
+    fit = _fit(DEFAULT_FITTER, res)
+    err = np.sqrt(fit["var_rnoise"].ravel() + fit["poisson_coeff"].ravel() * rate)
+    pull = (fit["slope"].ravel() - rate) / err
+    assert abs(np.nanmean(pull)) < 0.03, np.nanmean(pull)

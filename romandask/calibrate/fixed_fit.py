@@ -48,6 +48,9 @@ from roman_datamodels.dqflags import pixel as pixelflags
 
 __all__ = ["JumpThresholds", "RampOptimization", "RampTimes", "fit_fixed", "poisson_coefficient"]
 
+#: Significance above the clean slope past which a neighbour of a jump is taken
+#: to hold part of it.
+SUSPECT_SIGNIFICANCE = 3.0
 #: Significance below the slope past which a difference shows the slope to be
 #: raised by hits the jump search could not single out (a clean ramp of nine
 #: resultants comes this low once in about 4000 pixels).
@@ -315,7 +318,7 @@ def _fit_pixel(r, good, m, nreads, tbar, cr, cp, u, sig2, gain, thr, out):
                 crate = max(clean, 0.0)
                 var_clean = (sig2 * _quad(base_w, sr, base_idx, nb)
                              + crate * _quad(base_w, sp, base_idx, nb))
-                worst = 2.0
+                worst = SUSPECT_SIGNIFICANCE
                 worst_k = -1
                 for k in range(nd):
                     if suspect[k] and keep[k]:
