@@ -52,7 +52,8 @@ def _frame_mean_errors(window: int, realizations: int):
         ro = make_readout(model, TABLE, g, None)
         common, channel = ro.common.astype(np.float64), ro.channel.astype(np.float64)
         at_ref = common[:, rows, None] + channel[:, chan][:, :, rows].transpose(0, 2, 1)
-        ref = at_ref + g.standard_normal(at_ref.shape) * ref_noise[0, 0] / np.sqrt(reads)[:, None, None]
+        white = ref_noise[0, 0] / np.sqrt(reads)[:, None, None]
+        ref = at_ref + g.standard_normal(at_ref.shape) * white
         row_term, chan_term = steps.reference_offsets(ref, np.zeros((8, n)), chan, rows,
                                                       ro.amp33, level, model.m_pink, w)
         truth = common[:, science, None] + channel[:, used][:, :, science].transpose(0, 2, 1)

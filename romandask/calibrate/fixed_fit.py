@@ -52,8 +52,8 @@ __all__ = ["JumpThresholds", "RampOptimization", "RampTimes", "fit_fixed", "pois
 #: to hold part of it.
 SUSPECT_SIGNIFICANCE = 3.0
 #: Significance below the slope past which a difference shows the slope to be
-#: raised by hits the jump search could not single out (a clean ramp of nine
-#: resultants comes this low once in about 4000 pixels).
+#: raised by hits the jump search could not single out (tested only in pixels
+#: where a jump was found).
 LOW_SIGNIFICANCE = 4.0
 _EXCLUDE = np.uint32(groupflags.SATURATED | groupflags.DO_NOT_USE)
 _SATURATED = np.uint32(groupflags.SATURATED)
@@ -236,6 +236,8 @@ def _fit_pixel(r, good, m, nreads, tbar, cr, cp, u, sig2, gain, thr, out):
         rates = np.empty(nd)
         weights = np.empty(nd)
         for k in range(nd):
+            # each rate weighted by its inverse standard deviation at the
+            # design rate (u sigma^2, e-/s)
             rates[k] = d[k] / dt[k]
             weights[k] = dt[k] / math.sqrt(sig2 * sr[k, k] + u * sig2 * sp[k, k])
         order = np.argsort(rates)
@@ -249,7 +251,8 @@ def _fit_pixel(r, good, m, nreads, tbar, cr, cp, u, sig2, gain, thr, out):
                 break
         mrate = max(median, 0.0)
         slope_dn = min(max(median / gain, thr[2]), thr[3])
-        limit = thr[0] + (thr[1] - thr[0]) * math.log(slope_dn / thr[2]) / math.log(thr[3] / thr[2])
+        frac = math.log(slope_dn / thr[2]) / math.log(thr[3] / thr[2])
+        limit = thr[0] + (thr[1] - thr[0]) * frac
         for k in range(nd):
             sd = math.sqrt(sig2 * sr[k, k] + mrate * sp[k, k])
             if d[k] - median * dt[k] > limit * sd:
@@ -310,8 +313,10 @@ def _fit_pixel(r, good, m, nreads, tbar, cr, cp, u, sig2, gain, thr, out):
             # other hits still raise the slope it is compared with.  Once no
             # jump is left, the neighbours of dropped differences are tested
             # against the slope of the differences beyond suspicion: one
-            # that rises more than 2 sigma above it holds part of a jump,
-            # and the largest such excess is dropped before refitting.
+            # that rises more than SUSPECT_SIGNIFICANCE above it holds part
+            # of a jump, and the largest such excess is dropped before
+            # refitting.  (A lower bar drops clean neighbours that happen to
+            # lie high often enough to pull pixels with one hit low.)
             base = keep & ~suspect
             if (keep & suspect).any() and base.any():
                 nb, clean = _gls(d, dt, sr, sp, u, base, base_idx, base_w)

@@ -41,9 +41,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..config import (DEFAULT_FITTER, FITTERS, LIKELY_MIN_RESULTANTS, CalibrationConfig, ClusterConfig,
-                      ConfigError, _cluster, _detector, _Section, parse_jump_pars,
-                      parse_ramp_opt, read_yaml)
+from ..config import (DEFAULT_FITTER, FITTERS, LIKELY_MIN_RESULTANTS, CalibrationConfig,
+                      ClusterConfig, ConfigError, _cluster, _detector, _Section,
+                      parse_jump_pars, parse_ramp_opt, read_yaml)
 from ..errors import InputError, OutputError, check_writable_directory
 from ..export import calibration_record, sim_entries
 

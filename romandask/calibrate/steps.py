@@ -35,7 +35,7 @@ import numpy as np
 from roman_datamodels.dqflags import group as groupflags
 from roman_datamodels.dqflags import pixel as pixelflags
 
-from ..detector.reference import NCHAN, Region
+from ..detector.reference import NBORDER, NCHAN, Region
 from ..instrument.matables import MATable
 
 __all__ = [
@@ -94,7 +94,7 @@ def channel_weights(nrows: int, ref_row_index: np.ndarray, pink_var: float,
     if pink_var <= 0:
         return np.zeros((nrows, 2))
     rho = pink_correlation(nrows)
-    groups = (ref_row_index[:NBORDER_ROWS], ref_row_index[NBORDER_ROWS:])
+    groups = (ref_row_index[:NBORDER], ref_row_index[NBORDER:])
     rows = np.arange(nrows)
     # covariance of each row with each group's mean, and of the group means
     cross = np.stack([rho[np.abs(rows[:, None] - g[None, :])].mean(axis=1) for g in groups],
@@ -102,10 +102,6 @@ def channel_weights(nrows: int, ref_row_index: np.ndarray, pink_var: float,
     gram = np.array([[rho[np.abs(gi[:, None] - gj[None, :])].mean() for gj in groups]
                      for gi in groups]) * pink_var + np.eye(2) * white_var
     return cross @ np.linalg.inv(gram)
-
-
-#: Reference rows at the top (and at the bottom) of the frame.
-NBORDER_ROWS = 4
 
 
 def reference_offsets(ref_rows: np.ndarray, ref_level: np.ndarray, ref_channels: np.ndarray,
@@ -146,8 +142,8 @@ def reference_offsets(ref_rows: np.ndarray, ref_level: np.ndarray, ref_channels:
     top = np.zeros((nres, NCHAN))
     bottom = np.zeros((nres, NCHAN))
     for c in np.unique(ref_channels):
-        top[:, c] = resid[:, :NBORDER_ROWS, ref_channels == c].mean(axis=(1, 2))
-        bottom[:, c] = resid[:, NBORDER_ROWS:, ref_channels == c].mean(axis=(1, 2))
+        top[:, c] = resid[:, :NBORDER, ref_channels == c].mean(axis=(1, 2))
+        bottom[:, c] = resid[:, NBORDER:, ref_channels == c].mean(axis=(1, 2))
     offset = 0.5 * (top + bottom).mean(axis=0)                     # (32,)
     top -= top.mean(axis=0)
     bottom -= bottom.mean(axis=0)
