@@ -17,7 +17,7 @@ from astropy.table import Table
 
 from conftest import BASE as SMALL_CONFIG, merge
 from romandask import cli
-from romandask.config import N_PIX, load_config
+from romandask.config import DEFAULT_FITTER, N_PIX, load_config
 from romandask.errors import ConfigError
 from romandask.instrument.matables import FRAME_TIME
 
@@ -655,7 +655,7 @@ def test_defaults_when_sections_omitted(tmp_path):
     assert config.cluster.type == "local"
     assert config.output.products == ("counts", "truth", "ramps", "l1", "l2", "footprint")
     assert config.detector.model == "synthetic" and config.detector.cosmic_ray_flux == 8.0
-    assert config.calibration.fitter == "ols_cas22" and config.calibration.use_jump
+    assert config.calibration.fitter == DEFAULT_FITTER == "fixed" and config.calibration.use_jump
 
 
 def test_tile_is_capped_at_window(tmp_path):
