@@ -23,7 +23,8 @@ Both files are written as romanisim's own command-line tool writes them:
 romanisim's per-resultant DQ (saturation 2, cosmic-ray hits 4) on the framed
 (n_pix + 8)² grid.
 
-Requires ``romanisim==0.15.0`` (a test-only dependency).
+Requires romanisim 0.14 or 0.15 (a test-only dependency; ``reference_read``
+needs 0.15).
 """
 
 from __future__ import annotations
@@ -250,11 +251,13 @@ def make_romanisim_pair(
         else:
             crparam = None
 
+        # romanisim 0.14 (the release romancal 1.1 requires) has no reference read
+        extra = {"reference_read": True} if reference_read else {}
+
         def run(level):
             return rimage.simulate(
                 copy.deepcopy(meta), cat.copy(), usecrds=False, psftype="galsim",
-                level=level, crparam=crparam, rng=galsim.UniformDeviate(seed),
-                reference_read=reference_read)
+                level=level, crparam=crparam, rng=galsim.UniformDeviate(seed), **extra)
 
         l0, _ = run(0)
         l1, l1_extras = run(1)
