@@ -337,11 +337,14 @@ def _calibrate_opened(job: CalibrateJob, opened: _Opened) -> Path:
 
     model, table, sca, window = opened.model, opened.table, opened.sca, opened.window
     det, wcs, header = opened.detector, opened.wcs, opened.header
-    data = np.asarray(model.data)
-    amp33 = np.asarray(model.amp33) if "amp33" in model else None
+    from ..export import read_arrays
+
+    arrays = read_arrays(model, ("data", "amp33", "resultantdq"), str(job.source), "L1 (_uncal)")
+    data = arrays["data"]
+    amp33 = arrays.get("amp33")
     if amp33 is not None and amp33.shape[1] != data.shape[1]:
         amp33 = None  # a full-height amp33 with a small window: no rows to match
-    groupdq = np.asarray(model.resultantdq) if "resultantdq" in model else None
+    groupdq = arrays.get("resultantdq")
     area = pixel_area_map(wcs, (0, 0), slice(0, window), slice(0, window))
     arrays = calibrate_frame(data, amp33, det, table, job.options, groupdq, area, job.tile)
     meta = {key: model.meta[key] for key in model.meta
