@@ -140,6 +140,8 @@ def load_catalog(config: Config, views: list[SCAView]):
 def prepare(config: Config, say: Callable[[str], None] = lambda s: None) -> Survey:
     """Footprint, catalog and per-view source selection (all on the driver)."""
     t0 = time.perf_counter()
+    for note in config.notes:
+        say(note)
     views = footprint(config)
     say(f"footprint: {len(config.survey.exposures)} exposures x {len(config.survey.scas)} "
         f"SCAs = {len(views)} images of {config.detector.window}^2 pixels")
@@ -658,6 +660,27 @@ def check_outputs(config: Config) -> bool:
                           "choose another directory, or set output.overwrite: true "
                           "(or pass --overwrite)")
     return False
+
+
+def plan_checks(config: Config, survey: Survey, say: Callable[[str], None]) -> None:
+    """What ``run`` checks before it starts work, for ``plan``: refuse (one line)
+    what no flag of ``run`` would let through (an unwritable output directory,
+    a task that does not fit the workers' memory); say what ``run`` will do
+    with an earlier run in the directory."""
+    directory = config.output.directory
+    check_writable_directory(directory, f"output.directory {directory}")
+    try:
+        resume = check_outputs(config)
+    except OutputError as exc:
+        say(f"note: `romandask run` refuses this output directory as it is "
+            f"({exc.where}: {exc.problem}): pass --overwrite to replace it")
+    else:
+        if resume:
+            say(f"note: `romandask run` resumes the interrupted run in {directory}")
+    products = set(config.output.products)
+    if {"counts", "truth", "ramps", "l1", "l2"} & products and \
+            config.cluster.type in ("local", "slurm"):
+        memory_declarations(survey, None, say)
 
 
 def remove_partial_files(directory: Path) -> None:
