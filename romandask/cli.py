@@ -118,6 +118,7 @@ def reffiles(args) -> None:
     import time
     from pathlib import Path
 
+    from .cluster import ProgressLines, format_duration
     from .config import N_PIX
     from .detector.reference import (OPTIONAL_KINDS, REQUIRED_KINDS, SyntheticModel,
                                      reffile_name, write_reffiles)
@@ -146,15 +147,19 @@ def reffiles(args) -> None:
     for i, sca in enumerate(scas):
         t0 = time.perf_counter()
         names = [reffile_name(kind, args.tag, sca) for kind in kinds]
-        progress = _Heartbeat(lambda: sum((outdir / n).exists() for n in names), len(names),
-                              f"SCA {sca:2d}", "files", say=_say)
-        with progress:
+        since = time.time() - 1.0  # files written from now (--overwrite replaces older ones)
+
+        def written(names=names, since=since):
+            return sum((outdir / n).exists() and (outdir / n).stat().st_mtime >= since
+                       for n in names)
+
+        with ProgressLines(written, len(names), "files", say=_say, label=f"SCA {sca:2d}"):
             paths = write_reffiles(SyntheticModel(args.seed, sca, N_PIX), outdir, table, args.tag)
         elapsed = time.perf_counter() - start
         left = len(scas) - i - 1
         _say(f"SCA {sca:2d}: {len(paths)} files in {outdir} [{time.perf_counter() - t0:.0f} s]"
              + (f"; {i + 1} of {len(scas)} SCAs done, about "
-                f"{_duration(elapsed / (i + 1) * left)} to go" if left else ""))
+                f"{format_duration(elapsed / (i + 1) * left)} to go" if left else ""))
 
 
 def check_seed(seed: int) -> None:
@@ -163,49 +168,6 @@ def check_seed(seed: int) -> None:
 
     if not 0 <= seed < 2**63:
         raise ConfigError("--seed", f"is {seed}", "give a whole number from 0 to 2**63 - 1")
-
-
-def _duration(seconds: float) -> str:
-    """``42 s``, ``3 min``, ``1 h 05 min``."""
-    seconds = max(0.0, seconds)
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    hours, minutes = divmod(int(round(seconds / 60)), 60)
-    return f"{hours} h {minutes:02d} min"
-
-
-class _Heartbeat:
-    """While its block runs, say every ``interval`` seconds how far ``count()``
-    has got out of ``total`` (the long quiet stretches of writing a reference set)."""
-
-    interval = 60.0
-
-    def __init__(self, count, total: int, label: str, unit: str, say=None):
-        import threading
-
-        self.count, self.total, self.label, self.unit = count, total, label, unit
-        self.say = say or _say
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True)
-
-    def _beat(self) -> None:
-        import time
-
-        t0 = time.perf_counter()
-        while not self._stop.wait(self.interval):
-            self.say(f"{self.label}: {self.count()} of {self.total} {self.unit} written, "
-                     f"{_duration(time.perf_counter() - t0)} elapsed")
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        return False
 
 
 def inject(args) -> None:

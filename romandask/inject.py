@@ -599,7 +599,7 @@ def inject(inputs, catalog, output, *, seed: int = 0, fitter: str | None = None,
     say(f"injecting {len(table)} catalog sources into {len(jobs)} L2 file(s)")
     with dask_client(cluster, say) as client:
         tasks = [delayed(inject_file, pure=True)(job) for job in jobs]
-        done = list(compute(delayed(tasks), client, cluster.progress))
+        done = compute(tasks, client, cluster.progress, "files")
     total = sum(n for _, n in done)
     say(f"wrote {len(done)} file(s), {total} source renderings "
         f"[{time.perf_counter() - t0:.1f} s]")

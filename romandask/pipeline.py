@@ -734,8 +734,6 @@ def simulate(survey: Survey, client, needs: Needs | None, progress: Progress, re
              say: Callable[[str], None]) -> dict[str, list[Path]]:
     """The store and the L1 and L2 files, on ``client``: the (exposure, SCA)
     products not yet done, then the partial files of killed writers removed."""
-    from dask import delayed
-
     from .cluster import compute
 
     config = survey.config
@@ -765,7 +763,7 @@ def simulate(survey: Survey, client, needs: Needs | None, progress: Progress, re
         files = ", ".join(k.upper() for k in ("l1", "l2") if k in products)
         say(f"simulating {' and '.join(stages)}: {ntiles} tiles"
             + (f"; writing {files} files" if files else ""))
-        compute(delayed(jobs), client, config.cluster.progress)
+        compute(jobs, client, config.cluster.progress, "(exposure, SCA) products")
         say(f"{len(pending)} (exposure, SCA) products done in "
             f"{time.perf_counter() - t0:.1f} s")
     written = {}

@@ -388,6 +388,6 @@ def calibrate(config: Any, *, overwrite: bool = False,
     say(f"calibrating {len(cfg.jobs)} L1 file(s) with the {cfg.jobs[0].options.fitter} fit")
     with dask_client(cfg.cluster, say) as client:
         jobs = [delayed(calibrate_file, pure=True)(job) for job in cfg.jobs]
-        written = list(compute(delayed(jobs), client, cfg.cluster.progress))
+        written = compute(jobs, client, cfg.cluster.progress, "files")
     say(f"wrote {len(written)} L2 file(s) [{time.perf_counter() - t0:.1f} s]")
     return written
