@@ -21,7 +21,8 @@ The configuration (a YAML file, or a dict) has the seed's keys:
 ``JUMP_DETECT_PARS``
     SthreshA, SthreshB, IthreshA, IthreshB (for the fixed-weight fit).
 ``FITSOUT``
-    Also write ``<OUT without .asdf>_asdf_to.fits``.
+    Also write ``<L2 name without .asdf>_asdf_to.fits`` beside each L2 file
+    (for OUT ``l2/``: ``l2/<name>_cal_asdf_to.fits``).
 
 and romandask's: ``FITTER`` (ols_cas22, likely or fixed), ``RAMP_OPT_PARS``,
 ``OVERWRITE``, ``TILE`` (block size), ``cluster`` (as in a run config).
