@@ -267,10 +267,9 @@ def main(argv: list[str] | None = None) -> int:
 
         config = load_config(args.config)
         if args.command == "plan":
+            from .errors import check_writable_directory
             from .pipeline import plan_checks, prepare
             from .plan import plan
-
-            from .errors import check_writable_directory
 
             directory = config.output.directory
             check_writable_directory(directory, f"output.directory {directory}")  # as run

@@ -50,6 +50,8 @@ def dask_client(cfg: ClusterConfig, say: Callable[[str], None] = print) -> Itera
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
     if cfg.type == "local":
+        # a task's error reaches the driver, which reports it; the workers' own
+        # logs would only repeat it, or tell of their shutdown after a Ctrl-C
         with _workers_ignore_sigint():
             cluster = LocalCluster(n_workers=cfg.n_workers,
                                    threads_per_worker=cfg.threads_per_worker,

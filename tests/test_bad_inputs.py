@@ -325,3 +325,17 @@ def test_plan_says_what_run_will_do_with_an_earlier_run(ws, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "`romandask run` refuses this output directory" in out and "--overwrite" in out
     assert _snapshot(ws.earlier) == before
+
+
+def test_inject_names_the_scheduler_flag_it_was_given(ws, tmp_path, capsys):
+    import dask
+
+    before = _snapshot(ws.root, tmp_path)
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        code = cli.main(["inject", str(ws.l2[0]), str(ws.catalog), str(tmp_path / "o.asdf"),
+                         "--no-progress", "--scheduler", "tcp://127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("config error: --scheduler: cannot reach the scheduler")
+    assert "cluster.address" not in err
+    assert _snapshot(ws.root, tmp_path) == before
