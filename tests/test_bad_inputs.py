@@ -50,6 +50,20 @@ class Workspace:
         return out
 
 
+def corrupt(ws: Workspace, path: Path) -> Path:
+    """A copy of ``path`` with the first 200 bytes of its first block's
+    compressed data (``data``'s) zeroed: its sizes are whole, so only reading
+    the array finds it out."""
+    out = ws.root / "damaged" / f"corrupt_{path.name}"
+    if not out.exists():
+        data = bytearray(path.read_bytes())
+        start = data.find(b"\xd3BLK") + 6 + 48
+        data[start:start + 200] = bytes(200)
+        out.parent.mkdir(exist_ok=True)
+        out.write_bytes(bytes(data))
+    return out
+
+
 RUN = merge(BASE, {"survey": {"exposures": BASE["survey"]["exposures"][:1]},
                    "detector": {"window": 32, "tile": 32},
                    "output": {"products": ["l1", "l2"]}})
@@ -178,6 +192,13 @@ ROWS += [
     Row("calibrate: a good file and a cut one",
         calibrate(IN=lambda ws, tmp: [str(ws.l1[0]), str(ws.cut(ws.l1[1]))]),
         ("is damaged", "wfi02_uncal.asdf")),
+    Row("calibrate: an L1 file whose data do not decompress (found inside the task)",
+        calibrate(IN=lambda ws, tmp: str(corrupt(ws, ws.l1[0]))),
+        ("corrupt_", "is damaged: its data array cannot be read")),
+    Row("calibrate: the same on a worker process",
+        calibrate(IN=lambda ws, tmp: str(corrupt(ws, ws.l1[0])),
+                  cluster={"type": "local", "n_workers": 1, "progress": False}),
+        ("corrupt_", "is damaged: its data array cannot be read")),
     Row("calibrate: an L2 file", calibrate(IN=lambda ws, tmp: str(ws.l2[0])),
         ("_cal.asdf", "not L1")),
     Row("calibrate: one OUT file for two inputs",
@@ -222,6 +243,10 @@ ROWS += [
     Row("inject: an L2 file cut to half beside a good one",
         inject(good_l2(0), lambda ws, tmp: ws.cut(ws.l2[1]), catalog, out_dir),
         ("wfi02_cal.asdf", "is damaged", "cut short")),
+    Row("inject: an L2 file whose data do not decompress, on a worker process",
+        inject(lambda ws, tmp: corrupt(ws, ws.l2[0]), catalog, lambda ws, tmp: tmp / "o.asdf",
+               flags=("--workers", "1", "--no-progress")),
+        ("corrupt_", "is damaged", "cannot be read")),
     Row("inject: two inputs, OUT one .asdf file",
         inject(good_l2(0), good_l2(1), catalog, lambda ws, tmp: tmp / "o_many.asdf"),
         ("o_many.asdf", "one file but the inputs name 2", "directory")),
