@@ -209,12 +209,17 @@ asdf.AsdfFile.write_to = write_to
 '''
 
 
-def test_rerun_after_a_write_error_resumes_with_identical_bytes(tmp_path, reference):
+@pytest.mark.parametrize("cluster", [
+    {"type": "threads", "n_workers": 2},
+    pytest.param({"type": "local", "n_workers": 2}, marks=pytest.mark.slow)],
+    ids=["threads", "processes"])
+def test_rerun_after_a_write_error_resumes_with_identical_bytes(tmp_path, reference, cluster):
     """A write that fails during the run (a full disk, as the L2 files are
-    written): one line, exit 2, no partial file; the rerun completes the run.
-    (Threads: the same bytes as the reference's worker processes, sooner.)"""
+    written; in the driver's threads, or on a worker process whose error
+    reaches the driver): one line, exit 2, no partial file; the rerun
+    completes the run with the reference's bytes."""
     out = tmp_path / "run"
-    config = _write_config(tmp_path, out, cluster={"type": "threads", "n_workers": 2})
+    config = _write_config(tmp_path, out, cluster={**cluster, "progress": False})
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(_DISK_FULL)
