@@ -118,6 +118,7 @@ def reffiles(args) -> None:
     import time
     from pathlib import Path
 
+    from .cluster import ProgressLines, format_duration
     from .config import N_PIX
     from .detector.reference import (OPTIONAL_KINDS, REQUIRED_KINDS, SyntheticModel,
                                      reffile_name, write_reffiles)
@@ -125,6 +126,7 @@ def reffiles(args) -> None:
     from .instrument.matables import NUMBERED_TABLES, MATable
 
     scas = parse_scas(args.sca)
+    check_seed(args.seed)
     if args.ma_table not in NUMBERED_TABLES:
         raise ConfigError("--ma-table", f"unknown MA table {args.ma_table}",
                           f"use one of {', '.join(map(str, NUMBERED_TABLES))}")
@@ -138,10 +140,34 @@ def reffiles(args) -> None:
                     raise OutputError(str(path), "already exists",
                                       "choose another directory or --tag, or pass --overwrite")
     table = MATable.numbered(args.ma_table)
-    for sca in scas:
+    kinds = REQUIRED_KINDS + OPTIONAL_KINDS
+    _say(f"writing {len(kinds)} reference files for each of {len(scas)} SCA(s) to {outdir} "
+         f"(about 2.7 GB per SCA)")
+    start = time.perf_counter()
+    for i, sca in enumerate(scas):
         t0 = time.perf_counter()
-        paths = write_reffiles(SyntheticModel(args.seed, sca, N_PIX), outdir, table, args.tag)
-        _say(f"SCA {sca:2d}: {len(paths)} files in {outdir} [{time.perf_counter() - t0:.0f} s]")
+        names = [reffile_name(kind, args.tag, sca) for kind in kinds]
+        since = time.time() - 1.0  # files written from now (--overwrite replaces older ones)
+
+        def written(names=names, since=since):
+            return sum((outdir / n).exists() and (outdir / n).stat().st_mtime >= since
+                       for n in names)
+
+        with ProgressLines(written, len(names), "files", say=_say, label=f"SCA {sca:2d}"):
+            paths = write_reffiles(SyntheticModel(args.seed, sca, N_PIX), outdir, table, args.tag)
+        elapsed = time.perf_counter() - start
+        left = len(scas) - i - 1
+        _say(f"SCA {sca:2d}: {len(paths)} files in {outdir} [{time.perf_counter() - t0:.0f} s]"
+             + (f"; {i + 1} of {len(scas)} SCAs done, about "
+                f"{format_duration(elapsed / (i + 1) * left)} to go" if left else ""))
+
+
+def check_seed(seed: int) -> None:
+    """A seed given as --seed: a whole number >= 0."""
+    from .errors import ConfigError
+
+    if not 0 <= seed < 2**63:
+        raise ConfigError("--seed", f"is {seed}", "give a whole number from 0 to 2**63 - 1")
 
 
 def inject(args) -> None:
@@ -156,6 +182,14 @@ def inject(args) -> None:
         raise ConfigError("inject", f"got {len(args.paths)} path(s)",
                           "give the L2 file(s), then the catalog, then OUT")
     *inputs, catalog, output = args.paths
+    check_seed(args.seed)
+    if not 4 <= args.stamp_radius <= 256:
+        raise ConfigError("--stamp-radius", f"is {args.stamp_radius}",
+                          "give a whole number of pixels from 4 to 256")
+    if args.scheduler and not args.scheduler.startswith(("tcp://", "tls://", "inproc://",
+                                                         "ucx://")):
+        raise ConfigError("--scheduler", f"{args.scheduler!r} is not a scheduler address",
+                          "write it as tcp://HOST:PORT or tls://HOST:PORT")
     detector = None
     if args.caldir is not None:
         if args.gain is not None or args.read_noise is not None:
@@ -180,9 +214,14 @@ def inject(args) -> None:
                              progress=not args.no_progress)
                if args.scheduler else
                ClusterConfig(n_workers=args.workers, progress=not args.no_progress))
-    run_inject(inputs, catalog, output, seed=args.seed, fitter=args.fitter,
-               stamp_radius=args.stamp_radius, detector=detector, overwrite=args.overwrite,
-               cluster=cluster, say=_say, warn=_warn)
+    try:
+        run_inject(inputs, catalog, output, seed=args.seed, fitter=args.fitter,
+                   stamp_radius=args.stamp_radius, detector=detector, overwrite=args.overwrite,
+                   cluster=cluster, say=_say, warn=_warn)
+    except ConfigError as exc:
+        if exc.where.startswith("cluster.address"):  # the scheduler given as --scheduler
+            raise ConfigError("--scheduler", exc.problem, exc.fix) from None
+        raise
 
 
 def scheduler_from_file(path: str) -> str:
@@ -228,10 +267,14 @@ def main(argv: list[str] | None = None) -> int:
 
         config = load_config(args.config)
         if args.command == "plan":
-            from .pipeline import prepare
+            from .errors import check_writable_directory
+            from .pipeline import plan_checks, prepare
             from .plan import plan
 
+            directory = config.output.directory
+            check_writable_directory(directory, f"output.directory {directory}")  # as run
             survey = prepare(config, _say)
+            plan_checks(config, survey, _say)
             print(plan(survey, measure=not args.no_measure, show_rows=args.rows))
             return 0
         if args.command == "run":

@@ -50,12 +50,16 @@ def dask_client(cfg: ClusterConfig, say: Callable[[str], None] = print) -> Itera
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
     if cfg.type == "local":
-        with LocalCluster(n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker,
-                          processes=True, host="127.0.0.1",
-                          dashboard_address=cfg.dashboard_address,
-                          memory_limit=cfg.memory_limit, silence_logs=logging.ERROR,
-                          resources={RESOURCE: memory_budget(cfg)}) as cluster, \
-                Client(cluster) as client:
+        # a task's error reaches the driver, which reports it; the workers' own
+        # logs would only repeat it, or tell of their shutdown after a Ctrl-C
+        with _workers_ignore_sigint():
+            cluster = LocalCluster(n_workers=cfg.n_workers,
+                                   threads_per_worker=cfg.threads_per_worker,
+                                   processes=True, host="127.0.0.1",
+                                   dashboard_address=cfg.dashboard_address,
+                                   memory_limit=cfg.memory_limit, silence_logs=logging.CRITICAL,
+                                   resources={RESOURCE: memory_budget(cfg)})
+        with cluster, Client(cluster) as client:
             say(f"dask: local cluster, {cfg.n_workers} workers x {cfg.threads_per_worker} "
                 f"thread(s); dashboard {client.dashboard_link}")
             yield client
@@ -90,6 +94,30 @@ def dask_client(cfg: ClusterConfig, say: Callable[[str], None] = print) -> Itera
         n = len(client.scheduler_info().get("workers", {}))
         say(f"dask: scheduler {cfg.address} ({n} workers); dashboard {client.dashboard_link}")
         yield client
+
+
+@contextlib.contextmanager
+def _workers_ignore_sigint() -> Iterator[None]:
+    """Start worker processes that ignore SIGINT.
+
+    Ctrl-C reaches every process of the terminal's process group; the driver
+    alone handles it (it stops the run and closes the cluster, which ends its
+    workers), so that workers do not each print the traceback of their own
+    interruption.  A disposition of SIG_IGN is inherited by the processes
+    started meanwhile, and Python then installs no KeyboardInterrupt handler
+    in them.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def worker_memory(cfg: ClusterConfig) -> int | None:
@@ -196,23 +224,109 @@ def slurm_kwargs(cfg: ClusterConfig) -> dict:
     return kwargs
 
 
-def compute(collection, client, progress: bool = True):
-    """Compute ``collection`` on ``client`` (or the current scheduler).
+#: Seconds between progress lines when stderr is not a terminal (a log, a
+#: SLURM output file); ``ROMANDASK_PROGRESS_SECONDS`` sets another.
+PROGRESS_SECONDS = 30.0
 
-    A progress bar is drawn when stderr is a terminal (not in logs or CI).
+
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``3.5 min``, ``1 h 05 min``."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    hours, minutes = divmod(int(round(seconds / 60)), 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+class ProgressLines:
+    """While its block runs, a line every ``interval`` seconds: how many of
+    ``total`` ``unit`` are done (``count()``), the time elapsed and an estimate
+    of the time to go (at the pace so far)."""
+
+    def __init__(self, count: Callable[[], int], total: int, unit: str,
+                 say: Callable[[str], None] | None = None, interval: float | None = None,
+                 label: str = "progress"):
+        import os
+        import threading
+
+        if interval is None:
+            interval = float(os.environ.get("ROMANDASK_PROGRESS_SECONDS", PROGRESS_SECONDS))
+        self.count, self.total, self.unit, self.label = count, total, unit, label
+        self.say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True,
+                                        name="romandask-progress")
+
+    def line(self, elapsed: float) -> str:
+        done = self.count()
+        text = (f"{self.label}: {done} of {self.total} {self.unit} done, "
+                f"{format_duration(elapsed)} elapsed")
+        if 0 < done < self.total:
+            text += f", about {format_duration(elapsed / done * (self.total - done))} to go"
+        return text
+
+    def _beat(self) -> None:
+        import time
+
+        t0 = time.perf_counter()
+        while not self._stop.wait(self.interval):
+            self.say(self.line(time.perf_counter() - t0))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        return False
+
+
+def compute(jobs, client, progress: bool = True, unit: str = "products"):
+    """Compute ``jobs`` (a list of Dask collections) on ``client`` (or the
+    current scheduler); returns their results as a list.
+
+    With ``progress``: a progress bar when stderr is a terminal, otherwise
+    (a log, a batch job) a line every :data:`PROGRESS_SECONDS` with the
+    ``unit`` done, the time elapsed and an estimate of the time to go.
     """
-    show = progress and sys.stderr is not None and sys.stderr.isatty()
+    jobs = list(jobs)
+    tty = sys.stderr is not None and sys.stderr.isatty()
+    bar, lines = progress and tty, progress and not tty
     if client is None:
-        if show:
+        if bar:
             from dask.diagnostics import ProgressBar
 
             with ProgressBar(out=sys.stderr, dt=1.0):
-                return dask.compute(collection)[0]
-        return dask.compute(collection)[0]
-    future = client.compute(collection)
-    if show:
+                return list(dask.compute(*jobs))
+        if lines:
+            from dask.callbacks import Callback
+
+            keys = {job.key for job in jobs}
+            finished = set()
+
+            def posttask(key, result, dsk, state, worker_id):
+                if key in keys:
+                    finished.add(key)
+
+            with Callback(posttask=posttask), \
+                    ProgressLines(lambda: len(finished), len(jobs), unit):
+                return list(dask.compute(*jobs))
+        return list(dask.compute(*jobs))
+    from distributed import wait
+
+    futures = client.compute(jobs)
+    if bar:
         from distributed import progress as _progress
 
-        _progress(future, notebook=False)
+        _progress(futures, notebook=False)
         print(file=sys.stderr, flush=True)
-    return future.result()
+    elif lines:
+        with ProgressLines(lambda: sum(f.done() for f in futures), len(futures), unit):
+            wait(futures)
+    else:
+        wait(futures)  # a Ctrl-C here stops the run quietly (not inside a gather)
+    return client.gather(futures)

@@ -194,6 +194,8 @@ class Config:
     cluster: ClusterConfig
     source: Path | None = None  # the YAML file this came from
     calibration: CalibrationConfig = CalibrationConfig()
+    #: what validation changed, for the run's output (``plan`` and ``run`` print them)
+    notes: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
 
 # --------------------------------------------------------------------------
@@ -668,6 +670,25 @@ def walltime_seconds(text: str) -> int | None:
     return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
+def _byte_size(sec: _Section, key: str, default: str | None) -> str | None:
+    """A memory size like ``4GiB`` or ``120GB`` (Dask's byte units), or ``auto``
+    where that is the default."""
+    from dask.utils import parse_bytes
+
+    value = sec.get(key, str, default)
+    if value is None or (value == "auto" and default == "auto"):
+        return value
+    try:
+        size = parse_bytes(value)
+    except (ValueError, TypeError):
+        size = None
+    if size is None or size <= 0:
+        also = ", or auto" if default == "auto" else ""
+        raise ConfigError(sec.sub(key), f"{value!r} is not a memory size",
+                          f"write it like 4GiB or 120GB{also}")
+    return value
+
+
 def _duration(sec: _Section, key: str) -> str | None:
     """A worker lifetime like ``50m``, ``3h``, ``90s`` (dask's time strings)."""
     value = sec.get(key, str, None)
@@ -701,7 +722,7 @@ def _slurm(sec: _Section) -> SlurmConfig:
                           "give at most one worker process per core")
     return SlurmConfig(
         queue=sec.get("queue", str, None), account=sec.get("account", str, None),
-        cores=cores, processes=processes, memory=sec.get("memory", str, None),
+        cores=cores, processes=processes, memory=_byte_size(sec, "memory", None),
         walltime=walltime, job_extra_directives=tuple(extra), minimum_jobs=minimum,
         maximum_jobs=maximum, lifetime=_duration(sec, "lifetime"),
         lifetime_stagger=_duration(sec, "lifetime_stagger"),
@@ -743,7 +764,7 @@ def _cluster(data: Any) -> ClusterConfig:
         type=kind,
         n_workers=sec.get("n_workers", int, 2, minimum=1),
         threads_per_worker=sec.get("threads_per_worker", int, 1, minimum=1),
-        memory_limit=str(sec.get("memory_limit", str, "auto")),
+        memory_limit=_byte_size(sec, "memory_limit", "auto"),
         address=sec.get("address", str, None),
         dashboard_address=sec.get("dashboard_address", str, "127.0.0.1:0"),
         progress=sec.get("progress", bool, True),
@@ -787,7 +808,17 @@ def parse_config(data: Any, base: Path = Path("."), source: Path | None = None) 
     output = _output(sec.raw("output"), base)
     cluster = _cluster(sec.raw("cluster"))
     sec.done()
-    return Config(seed, survey, catalog, scene, detector, output, cluster, source, calibration)
+    return Config(seed, survey, catalog, scene, detector, output, cluster, source, calibration,
+                  notes=_tile_note(sec.raw("detector"), detector))
+
+
+def _tile_note(data: Any, detector: DetectorConfig) -> tuple[str, ...]:
+    """A tile larger than the window is clamped to it; say so."""
+    given = data.get("tile") if isinstance(data, dict) else None
+    if isinstance(given, int) and given > detector.window:
+        return (f"note: detector.tile {given} is larger than detector.window "
+                f"{detector.window}; using one tile of {detector.tile} pixels per image",)
+    return ()
 
 
 class _Loader(yaml.SafeLoader):

@@ -24,6 +24,10 @@ class UserError(Exception):
         self.fix = fix
         super().__init__(self.one_line())
 
+    def __reduce__(self):
+        # raised in a worker process, it reaches the driver whole (pickled)
+        return (self.__class__, (self.where, self.problem, self.fix))
+
     def one_line(self) -> str:
         msg = f"{self.kind}: {self.where}: {self.problem}"
         if self.fix:

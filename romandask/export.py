@@ -420,6 +420,72 @@ def sim_entries(model) -> Mapping[str, Any]:
     return model[TREE_KEY] if TREE_KEY in model else {}
 
 
+_BLOCK_MAGIC = b"\xd3BLK"
+_INDEX_MAGIC = b"#ASDF BLOCK INDEX"
+
+
+def asdf_blocks_problem(path: Path) -> str | None:
+    """What is wrong with the binary blocks of an ASDF file (None: nothing found).
+
+    Reads the tree's text and walks the block headers (ASDF standard: magic,
+    header size, flags, compression, allocated, used and data sizes) to the
+    end of the file, reading only the headers, so that a file cut short (a
+    copy interrupted, a full disk) is found before its arrays are needed: a
+    tree without its end, a block that runs past the end of the file, fewer
+    blocks than the tree's arrays refer to.  Files that are not ASDF are left
+    to the reader to report.
+    """
+    import re
+    import struct
+
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        tree = f.read(1 << 20)
+        if not tree.startswith(b"#ASDF"):
+            return None
+        first = tree.find(_BLOCK_MAGIC)
+        while first < 0:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                break
+            start = max(0, len(tree) - 3)
+            tree += chunk
+            found = tree.find(_BLOCK_MAGIC, start)
+            first = found if found >= 0 else -1
+        text = tree[:first] if first >= 0 else tree
+        if not text.rstrip().endswith(b"\n..."):
+            return f"the file ends inside its ASDF tree ({size} bytes; cut short)"
+        sources = [int(m) for m in re.findall(
+            rb"!core/ndarray-[0-9.]+\s*\{?\s*source:\s*(\d+)", text)]
+        needed = max(sources) + 1 if sources else 0
+        pos, n = (first, 0) if first >= 0 else (size, 0)
+        while pos < size:
+            f.seek(pos)
+            lead = f.read(len(_INDEX_MAGIC))
+            if lead.startswith(_INDEX_MAGIC):
+                break
+            if not lead.startswith(_BLOCK_MAGIC):
+                return f"no block header at byte {pos} ({size} bytes in the file)"
+            f.seek(pos + 4)
+            raw = f.read(2 + 48)
+            if len(raw) < 50:
+                return f"the file ends inside the header of block {n} ({size} bytes; cut short)"
+            (header_size,) = struct.unpack(">H", raw[:2])
+            flags, _, allocated, used, _ = struct.unpack(">I4sQQQ", raw[2:34])
+            n += 1
+            if flags & 1:  # a streamed block runs to the end of the file
+                break
+            end = pos + 6 + header_size + allocated
+            if used > allocated or end > size:
+                return (f"block {n - 1} needs bytes up to {end} but the file has {size} "
+                        f"(cut short)")
+            pos = end
+    if n < needed:
+        return f"has {n} of the {needed} binary blocks its tree refers to (cut short)"
+    return None
+
+
 def open_datamodel(path: Path, kind: str):
     """Open a Roman datamodel file; a one-line InputError if it is missing or
     unreadable (``kind``, e.g. "L1 (_uncal)", names the file wanted)."""
@@ -427,6 +493,10 @@ def open_datamodel(path: Path, kind: str):
 
     if not Path(path).is_file():
         raise InputError(str(path), "does not exist", f"give an {kind} ASDF file")
+    problem = asdf_blocks_problem(path)
+    if problem:
+        raise InputError(str(path), f"is damaged: {problem}",
+                         f"give a whole {kind} ASDF file (copy or write it again)")
     try:
         with warnings.catch_warnings():
             # a renamed file's meta.filename differs from its name; outputs get
@@ -436,6 +506,22 @@ def open_datamodel(path: Path, kind: str):
     except Exception as exc:  # noqa: BLE001 - any reader failure is the user's file
         raise InputError(str(path), f"cannot be read as a Roman datamodel ({exc})",
                          f"give an {kind} ASDF file") from None
+
+
+def read_arrays(model, names, where: str, kind: str) -> dict[str, np.ndarray]:
+    """The arrays ``names`` of an open model (those it has), read now; a file
+    whose blocks cannot be read (damaged after it was checked) is a one-line
+    InputError naming it, not a traceback from inside a task."""
+    arrays = {}
+    for name in names:
+        if name not in model:
+            continue
+        try:
+            arrays[name] = np.asarray(model[name])
+        except Exception as exc:  # noqa: BLE001 - any failure to read it is the file's
+            raise InputError(where, f"is damaged: its {name} array cannot be read ({exc})",
+                             f"give a whole {kind} ASDF file (copy or write it again)") from None
+    return arrays
 
 
 def read_exposure(model, where: str, kind: str):

@@ -526,11 +526,13 @@ def _extra_tree(model) -> dict:
 
 def inject_file(job: InjectJob) -> tuple[Path, int]:
     """Inject one file; returns (path written, sources injected)."""
-    from .export import write_asdf
+    from .export import read_arrays, write_asdf
 
     job.target.parent.mkdir(parents=True, exist_ok=True)
     with _open_l2(job.source) as model:
         image = describe(model, job.options, str(job.source))
+        read_arrays(model, ("data", "err", "var_poisson", "var_rnoise", "dq"), str(job.source),
+                    "L2 (_cal)")
         if not len(job.sources["x"]):
             with atomic_path(job.target) as partial:
                 shutil.copyfile(job.source, partial)
@@ -559,6 +561,9 @@ def _inputs(inputs) -> list[Path]:
 
 def _targets(sources: list[Path], output: Path, overwrite: bool) -> list[Path]:
     many = len(sources) > 1 or output.is_dir()
+    if len(sources) > 1 and output.suffix == ".asdf" and not output.is_dir():
+        raise OutputError(f"OUT {output}", f"is one file but the inputs name {len(sources)}",
+                          "give a directory as OUT for many inputs")
     if many:
         check_writable_directory(output, str(output))
         targets = [output / s.name for s in sources]
@@ -621,7 +626,7 @@ def inject(inputs, catalog, output, *, seed: int = 0, fitter: str | None = None,
     say(f"injecting {len(table)} catalog sources into {len(jobs)} L2 file(s)")
     with dask_client(cluster, say) as client:
         tasks = [delayed(inject_file, pure=True)(job) for job in jobs]
-        done = list(compute(delayed(tasks), client, cluster.progress))
+        done = compute(tasks, client, cluster.progress, "files")
     total = sum(n for _, n in done)
     say(f"wrote {len(done)} file(s), {total} source renderings "
         f"[{time.perf_counter() - t0:.1f} s]")

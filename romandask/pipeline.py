@@ -140,6 +140,8 @@ def load_catalog(config: Config, views: list[SCAView]):
 def prepare(config: Config, say: Callable[[str], None] = lambda s: None) -> Survey:
     """Footprint, catalog and per-view source selection (all on the driver)."""
     t0 = time.perf_counter()
+    for note in config.notes:
+        say(note)
     views = footprint(config)
     say(f"footprint: {len(config.survey.exposures)} exposures x {len(config.survey.scas)} "
         f"SCAs = {len(views)} images of {config.detector.window}^2 pixels")
@@ -660,6 +662,27 @@ def check_outputs(config: Config) -> bool:
     return False
 
 
+def plan_checks(config: Config, survey: Survey, say: Callable[[str], None]) -> None:
+    """What ``run`` checks before it starts work, for ``plan``: refuse (one line)
+    what no flag of ``run`` would let through (an unwritable output directory,
+    a task that does not fit the workers' memory); say what ``run`` will do
+    with an earlier run in the directory."""
+    directory = config.output.directory
+    check_writable_directory(directory, f"output.directory {directory}")
+    try:
+        resume = check_outputs(config)
+    except OutputError as exc:
+        say(f"note: `romandask run` refuses this output directory as it is "
+            f"({exc.where}: {exc.problem}): pass --overwrite to replace it")
+    else:
+        if resume:
+            say(f"note: `romandask run` resumes the interrupted run in {directory}")
+    products = set(config.output.products)
+    if {"counts", "truth", "ramps", "l1", "l2"} & products and \
+            config.cluster.type in ("local", "slurm"):
+        memory_declarations(survey, None, say)
+
+
 def remove_partial_files(directory: Path) -> None:
     """Remove the temporary files of interrupted writers (never a finished file)."""
     for stale in directory.glob("*.partial"):
@@ -711,8 +734,6 @@ def simulate(survey: Survey, client, needs: Needs | None, progress: Progress, re
              say: Callable[[str], None]) -> dict[str, list[Path]]:
     """The store and the L1 and L2 files, on ``client``: the (exposure, SCA)
     products not yet done, then the partial files of killed writers removed."""
-    from dask import delayed
-
     from .cluster import compute
 
     config = survey.config
@@ -742,7 +763,7 @@ def simulate(survey: Survey, client, needs: Needs | None, progress: Progress, re
         files = ", ".join(k.upper() for k in ("l1", "l2") if k in products)
         say(f"simulating {' and '.join(stages)}: {ntiles} tiles"
             + (f"; writing {files} files" if files else ""))
-        compute(delayed(jobs), client, config.cluster.progress)
+        compute(jobs, client, config.cluster.progress, "(exposure, SCA) products")
         say(f"{len(pending)} (exposure, SCA) products done in "
             f"{time.perf_counter() - t0:.1f} s")
     written = {}

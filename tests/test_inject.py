@@ -349,7 +349,7 @@ def test_bad_inputs_get_one_line_errors_and_write_nothing(l2_file, catalog_file,
     _one_line_error(capsys, ["inject", str(l2_file), str(catalog_file),
                              str(tmp_path / "file" / "o.asdf")], "not a directory")
     _one_line_error(capsys, ["inject", str(l2_file), str(catalog_file), str(out),
-                             "--stamp-radius", "1000"], "stamp_radius")
+                             "--stamp-radius", "1000"], "--stamp-radius")
     assert not out.exists() and not list(tmp_path.glob("*.partial"))
     # an existing output is refused, and left as it was
     out.write_bytes(b"keep me")

@@ -157,3 +157,90 @@ def test_interrupted_run_of_another_config_is_refused(tmp_path, capsys):
     assert len(files) == N_PRODUCTS
     with rdm.open(files[0]) as model:
         assert model["romandask"]["detector"]["seed"] == 8
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_quietly_and_the_rerun_resumes(tmp_path, reference):
+    """SIGINT to the whole process group (Ctrl-C in a terminal): the driver
+    says one word, its workers say nothing, and the rerun finishes the run."""
+    out = tmp_path / "run"
+    config = _write_config(tmp_path, out)
+    proc = subprocess.Popen([sys.executable, "-m", "romandask.cli", "run", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    progress = Progress(out)
+    _wait_for(lambda: progress.exists() and len(progress.done()) >= 1, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.splitlines() == ["interrupted"], err
+    assert not (out / "romandask.zarr").exists()
+
+    again = _run(config)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "resuming: " in again.stdout
+    assert _digest(out) == reference
+
+
+#: Loaded by every process of the run (the driver and its workers, through
+#: PYTHONPATH): the first L2 file written fails as a full disk fails.
+_DISK_FULL = '''
+import errno, os
+import asdf
+
+_write_to = asdf.AsdfFile.write_to
+
+
+def write_to(self, fd, *args, **kwargs):
+    name = str(getattr(fd, "name", ""))
+    if name.endswith("_cal.asdf.partial"):
+        try:
+            os.close(os.open(os.environ["ROMANDASK_TEST_FULL_ONCE"],
+                             os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            pass
+        else:
+            fd.write(b"#ASDF 1.0.0\\n")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return _write_to(self, fd, *args, **kwargs)
+
+
+asdf.AsdfFile.write_to = write_to
+'''
+
+
+@pytest.mark.parametrize("cluster", [
+    {"type": "threads", "n_workers": 2},
+    pytest.param({"type": "local", "n_workers": 2}, marks=pytest.mark.slow)],
+    ids=["threads", "processes"])
+def test_rerun_after_a_write_error_resumes_with_identical_bytes(tmp_path, reference, cluster):
+    """A write that fails during the run (a full disk, as the L2 files are
+    written; in the driver's threads, or on a worker process whose error
+    reaches the driver): one line, exit 2, no partial file; the rerun
+    completes the run with the reference's bytes."""
+    out = tmp_path / "run"
+    config = _write_config(tmp_path, out, cluster={**cluster, "progress": False})
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_DISK_FULL)
+    flag = tmp_path / "failed-once"
+    env = {**os.environ, "ROMANDASK_TEST_FULL_ONCE": str(flag),
+           "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
+    failed = subprocess.run([sys.executable, "-m", "romandask.cli", "run", str(config)],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert flag.exists(), "the write error was not simulated"
+    assert failed.returncode == 2, failed.stdout + failed.stderr
+    lines = failed.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in failed.stderr, failed.stderr
+    assert "_cal.asdf" in lines[0] and "No space left on device" in lines[0], lines[0]
+    # a partial tree: the store not final, no temporary file, no file that is not whole
+    assert not (out / "romandask.zarr").exists() and (out / PROGRESS_NAME).exists()
+    assert not list(out.glob("l[12]/*.partial"))
+    for name, sha in _digest(out).items():
+        if name.endswith((".asdf")):
+            assert reference[name] == sha, name
+
+    again = _run(config)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "resuming: " in again.stdout
+    assert _digest(out) == reference

@@ -21,9 +21,10 @@ The configuration (a YAML file, or a dict) has the seed's keys:
 ``JUMP_DETECT_PARS``
     SthreshA, SthreshB, IthreshA, IthreshB (for the fixed-weight fit).
 ``FITSOUT``
-    Also write ``<OUT without .asdf>_asdf_to.fits``.
+    Also write ``<L2 name without .asdf>_asdf_to.fits`` beside each L2 file
+    (for OUT ``l2/``: ``l2/<name>_cal_asdf_to.fits``).
 
-and romandask's: ``FITTER`` (ols_cas22, likely or fixed), ``RAMP_OPT_PARS``,
+and romandask's: ``FITTER`` (fixed, the default; ols_cas22 or likely), ``RAMP_OPT_PARS``,
 ``OVERWRITE``, ``TILE`` (block size), ``cluster`` (as in a run config).
 
 Every input is checked, and every output path, before anything is written;
@@ -337,11 +338,14 @@ def _calibrate_opened(job: CalibrateJob, opened: _Opened) -> Path:
 
     model, table, sca, window = opened.model, opened.table, opened.sca, opened.window
     det, wcs, header = opened.detector, opened.wcs, opened.header
-    data = np.asarray(model.data)
-    amp33 = np.asarray(model.amp33) if "amp33" in model else None
+    from ..export import read_arrays
+
+    arrays = read_arrays(model, ("data", "amp33", "resultantdq"), str(job.source), "L1 (_uncal)")
+    data = arrays["data"]
+    amp33 = arrays.get("amp33")
     if amp33 is not None and amp33.shape[1] != data.shape[1]:
         amp33 = None  # a full-height amp33 with a small window: no rows to match
-    groupdq = np.asarray(model.resultantdq) if "resultantdq" in model else None
+    groupdq = arrays.get("resultantdq")
     area = pixel_area_map(wcs, (0, 0), slice(0, window), slice(0, window))
     arrays = calibrate_frame(data, amp33, det, table, job.options, groupdq, area, job.tile)
     meta = {key: model.meta[key] for key in model.meta
@@ -385,6 +389,6 @@ def calibrate(config: Any, *, overwrite: bool = False,
     say(f"calibrating {len(cfg.jobs)} L1 file(s) with the {cfg.jobs[0].options.fitter} fit")
     with dask_client(cfg.cluster, say) as client:
         jobs = [delayed(calibrate_file, pure=True)(job) for job in cfg.jobs]
-        written = list(compute(delayed(jobs), client, cfg.cluster.progress))
+        written = compute(jobs, client, cfg.cluster.progress, "files")
     say(f"wrote {len(written)} L2 file(s) [{time.perf_counter() - t0:.1f} s]")
     return written

@@ -1,0 +1,366 @@
+"""Every bad input to every command, as a table.
+
+Each row is one command line (``run``, ``plan``, ``calibrate``, ``inject``,
+``reffiles``) with one thing wrong.  Every row must give exit status 2,
+exactly one line on stderr (no traceback) naming what is wrong, and write
+nothing: the files of an earlier run and every input stay byte for byte as
+they were, and no new file or directory appears.
+
+A new command or option gets its rows here: a :class:`Row` is an id, a
+function from the :class:`Workspace` (good and damaged inputs, an earlier
+run's outputs) and the test's own directory to the argument list, and the
+words the error line must contain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import yaml
+from astropy.table import Table
+
+from conftest import BASE, merge
+from romandask import cli
+
+
+# --------------------------------------------------------------------------
+# the inputs: made once, small
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    l1: list[Path]            # two good L1 files (window 32)
+    l2: list[Path]            # their L2 files
+    catalog: Path             # an ECSV catalog with a source on each image
+    earlier: Path             # the output directory of a finished run
+
+    def cut(self, path: Path, nbytes: int | None = None, name: str | None = None) -> Path:
+        """A copy of ``path`` cut to ``nbytes`` (default: half its size)."""
+        data = path.read_bytes()
+        out = self.root / "damaged" / (name or f"cut{nbytes or 'half'}_{path.name}")
+        if not out.exists():
+            out.parent.mkdir(exist_ok=True)
+            out.write_bytes(data[: nbytes if nbytes is not None else len(data) // 2])
+        return out
+
+
+def corrupt(ws: Workspace, path: Path) -> Path:
+    """A copy of ``path`` with the first 200 bytes of its first block's
+    compressed data (``data``'s) zeroed: its sizes are whole, so only reading
+    the array finds it out."""
+    out = ws.root / "damaged" / f"corrupt_{path.name}"
+    if not out.exists():
+        data = bytearray(path.read_bytes())
+        start = data.find(b"\xd3BLK") + 6 + 48
+        data[start:start + 200] = bytes(200)
+        out.parent.mkdir(exist_ok=True)
+        out.write_bytes(bytes(data))
+    return out
+
+
+RUN = merge(BASE, {"survey": {"exposures": BASE["survey"]["exposures"][:1]},
+                   "detector": {"window": 32, "tile": 32},
+                   "output": {"products": ["l1", "l2"]}})
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory) -> Workspace:
+    from romandask.config import parse_config
+    from romandask.pipeline import run
+
+    root = tmp_path_factory.mktemp("inputs")
+    earlier = root / "earlier"
+    written = run(parse_config(merge(RUN, {"output": {"directory": str(earlier)}}), root),
+                  say=lambda s: None)
+    ra, dec = [], []
+    import roman_datamodels.datamodels as rdm
+
+    for path in written["l2"]:
+        with rdm.open(path) as model:
+            r, d = model.meta.wcs(16.0, 16.0)
+        ra.append(r)
+        dec.append(d)
+    n = len(ra)
+    catalog = root / "stars.ecsv"
+    Table({"ra": ra, "dec": dec, "type": ["PSF"] * n, "n": np.full(n, -1.0),
+           "half_light_radius": np.zeros(n), "pa": np.zeros(n), "ba": np.ones(n),
+           "F158": np.full(n, 1e-8)}).write(catalog)
+    ws = Workspace(root, sorted(written["l1"]), sorted(written["l2"]), catalog, earlier)
+    (root / "afile").write_text("a file, not a directory")
+    return ws
+
+
+def _snapshot(*roots: Path) -> dict[str, str]:
+    out = {}
+    for root in roots:
+        for p in sorted(root.rglob("*")):
+            out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+    return out
+
+
+def _yaml(tmp: Path, data: dict, name: str = "config.yaml") -> str:
+    path = tmp / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(path)
+
+
+# --------------------------------------------------------------------------
+# the rows
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Row:
+    id: str
+    argv: Callable[[Workspace, Path], list[str]]
+    expect: tuple[str, ...]       # words the one line must contain
+
+
+def run_config(overrides: dict, out: str | None = None):
+    """A run config: the small run, changed by ``overrides``, into ``out``
+    (default: a fresh directory of the test's own)."""
+    def config(ws: Workspace, tmp: Path) -> str:
+        directory = out(ws, tmp) if callable(out) else str(tmp / "out")
+        return _yaml(tmp, merge(merge(RUN, {"output": {"directory": directory}}), overrides))
+    return config
+
+
+#: Bad run configs: each is a row for ``run`` and a row for ``plan``.
+CONFIGS = {
+    "memory_limit not a size": (run_config({"cluster": {"type": "local",
+                                                        "memory_limit": "lots"}}),
+                                ("cluster.memory_limit", "'lots'", "4GiB")),
+    "slurm memory not a size": (run_config({"cluster": {"type": "slurm", "memory": "lots"}}),
+                                ("cluster.memory", "'lots'", "120GB")),
+    "unknown filter": (run_config({"survey": {"exposures": [
+        {**BASE["survey"]["exposures"][0], "filter": "F185"}]}}),
+        ("survey.exposures[0].filter", "F184")),
+    "odd window": (run_config({"detector": {"window": 33}}), ("detector.window", "even")),
+    "unknown key": (run_config({"detector": {"windw": 32}}), ("detector.windw", "window")),
+    "output directory under a file": (
+        run_config({}, out=lambda ws, tmp: str(ws.root / "afile" / "out")),
+        ("output.directory", "not a writable directory")),
+    "output directory is a file": (run_config({}, out=lambda ws, tmp: str(ws.root / "afile")),
+                                   ("output.directory", "not a directory")),
+    "task larger than the workers' memory": (
+        run_config({"detector": {"window": 4088, "tile": 4088},
+                    "cluster": {"type": "local", "memory_limit": "1GiB"}}),
+        ("cluster", "needs", "detector.tile")),
+    "catalog file missing": (run_config({"catalog": {"file": "nope.ecsv", "synthetic": None}}),
+                             ("nope.ecsv",)),
+}
+
+ROWS: list[Row] = []
+for name, (config, expect) in CONFIGS.items():
+    ROWS.append(Row(f"run: {name}", lambda ws, tmp, c=config: ["run", c(ws, tmp)], expect))
+    ROWS.append(Row(f"plan: {name}",
+                    lambda ws, tmp, c=config: ["plan", "--no-measure", c(ws, tmp)], expect))
+
+ROWS += [
+    Row("run: an earlier run in output.directory",
+        lambda ws, tmp: ["run", run_config({}, out=lambda ws, tmp: str(ws.earlier))(ws, tmp)],
+        ("output.directory", "already exists", "--overwrite")),
+    Row("run: config file missing", lambda ws, tmp: ["run", str(tmp / "nope.yaml")],
+        ("nope.yaml", "not found")),
+]
+
+
+def calibrate(**entries):
+    """A calibrate command line; entry values may be functions of (ws, tmp)."""
+    def argv(ws: Workspace, tmp: Path) -> list[str]:
+        data = {k: (v(ws, tmp) if callable(v) else v) for k, v in entries.items()}
+        data.setdefault("OUT", str(tmp / "l2"))
+        return ["calibrate", _yaml(tmp, data, "calibrate.yaml")]
+    return argv
+
+
+ROWS += [
+    Row("calibrate: an L1 file cut to half",
+        calibrate(IN=lambda ws, tmp: str(ws.cut(ws.l1[0]))),
+        ("cut", "_uncal.asdf", "is damaged", "cut short")),
+    Row("calibrate: an L1 file cut inside its tree",
+        calibrate(IN=lambda ws, tmp: str(ws.cut(ws.l1[0], 3000))),
+        ("_uncal.asdf", "ASDF tree", "cut short")),
+    Row("calibrate: an L1 file cut after its first block",
+        calibrate(IN=lambda ws, tmp: str(ws.cut(ws.l1[0], _block_end(ws.l1[0], 0)))),
+        ("_uncal.asdf", "blocks", "cut short")),
+    Row("calibrate: a good file and a cut one",
+        calibrate(IN=lambda ws, tmp: [str(ws.l1[0]), str(ws.cut(ws.l1[1]))]),
+        ("is damaged", "wfi02_uncal.asdf")),
+    Row("calibrate: an L1 file whose data do not decompress (found inside the task)",
+        calibrate(IN=lambda ws, tmp: str(corrupt(ws, ws.l1[0]))),
+        ("corrupt_", "is damaged: its data array cannot be read")),
+    Row("calibrate: the same on a worker process",
+        calibrate(IN=lambda ws, tmp: str(corrupt(ws, ws.l1[0])),
+                  cluster={"type": "local", "n_workers": 1, "progress": False}),
+        ("corrupt_", "is damaged: its data array cannot be read")),
+    Row("calibrate: an L2 file", calibrate(IN=lambda ws, tmp: str(ws.l2[0])),
+        ("_cal.asdf", "not L1")),
+    Row("calibrate: one OUT file for two inputs",
+        calibrate(IN=lambda ws, tmp: [str(p) for p in ws.l1],
+                  OUT=lambda ws, tmp: str(tmp / "one.asdf")),
+        ("OUT", "one file but IN names 2")),
+    Row("calibrate: OUT exists", calibrate(IN=lambda ws, tmp: str(ws.l1[0]),
+                                           OUT=lambda ws, tmp: str(ws.l2[0])),
+        ("OUT", "already exists", "OVERWRITE")),
+    Row("calibrate: IN matches nothing", calibrate(IN=lambda ws, tmp: str(tmp / "*.asdf")),
+        ("IN", "matches no file")),
+    Row("calibrate: unknown fitter", calibrate(IN=lambda ws, tmp: str(ws.l1[0]),
+                                               FITTER="fast"),
+        ("FITTER", "'fast'")),
+    Row("calibrate: memory_limit not a size",
+        calibrate(IN=lambda ws, tmp: str(ws.l1[0]),
+                  cluster={"type": "local", "memory_limit": "lots"}),
+        ("cluster.memory_limit", "'lots'")),
+]
+
+
+def inject(*paths, flags=()):
+    """An inject command line: input paths (functions of ws, tmp), then flags."""
+    def argv(ws: Workspace, tmp: Path) -> list[str]:
+        return ["inject", *[str(p(ws, tmp)) for p in paths], *flags]
+    return argv
+
+
+def good_l2(i):
+    return lambda ws, tmp: ws.l2[i]
+
+
+def catalog(ws, tmp):
+    return ws.catalog
+
+
+def out_dir(ws, tmp):
+    return tmp / "injected"
+
+
+ROWS += [
+    Row("inject: an L2 file cut to half beside a good one",
+        inject(good_l2(0), lambda ws, tmp: ws.cut(ws.l2[1]), catalog, out_dir),
+        ("wfi02_cal.asdf", "is damaged", "cut short")),
+    Row("inject: an L2 file whose data do not decompress, on a worker process",
+        inject(lambda ws, tmp: corrupt(ws, ws.l2[0]), catalog, lambda ws, tmp: tmp / "o.asdf",
+               flags=("--workers", "1", "--no-progress")),
+        ("corrupt_", "is damaged", "cannot be read")),
+    Row("inject: two inputs, OUT one .asdf file",
+        inject(good_l2(0), good_l2(1), catalog, lambda ws, tmp: tmp / "o_many.asdf"),
+        ("o_many.asdf", "one file but the inputs name 2", "directory")),
+    Row("inject: one input, OUT not .asdf",
+        inject(good_l2(0), catalog, lambda ws, tmp: tmp / "o.fits"),
+        ("o.fits", ".asdf")),
+    Row("inject: an L1 file", inject(lambda ws, tmp: ws.l1[0], catalog,
+                                     lambda ws, tmp: tmp / "o.asdf"),
+        ("_uncal.asdf", "not L2")),
+    Row("inject: output exists", inject(good_l2(0), catalog, good_l2(1)),
+        ("wfi02_cal.asdf", "already exists", "--overwrite")),
+    Row("inject: output is the input", inject(good_l2(0), catalog, good_l2(0), flags=(
+        "--overwrite",)), ("wfi01_cal.asdf", "is the input file")),
+    Row("inject: catalog missing", inject(good_l2(0), lambda ws, tmp: tmp / "nope.ecsv",
+                                          lambda ws, tmp: tmp / "o.asdf"), ("nope.ecsv",)),
+    Row("inject: negative seed", inject(good_l2(0), catalog, out_dir, flags=("--seed", "-1")),
+        ("--seed", "-1")),
+    Row("inject: stamp radius too small",
+        inject(good_l2(0), catalog, out_dir, flags=("--stamp-radius", "2")),
+        ("--stamp-radius", "4 to 256")),
+    Row("inject: scheduler not an address",
+        inject(good_l2(0), catalog, out_dir, flags=("--scheduler", "10.0.0.5:8786")),
+        ("--scheduler", "tcp://")),
+    Row("inject: zero workers", inject(good_l2(0), catalog, out_dir, flags=("--workers", "0")),
+        ("--workers",)),
+    Row("inject: gain with caldir",
+        inject(good_l2(0), catalog, out_dir,
+               flags=("--gain", "2", "--caldir", ".")), ("--caldir", "--gain")),
+    Row("inject: negative gain", inject(good_l2(0), catalog, out_dir, flags=("--gain", "-2")),
+        ("--gain", "positive")),
+    Row("inject: input missing", inject(lambda ws, tmp: tmp / "nope_cal.asdf", catalog,
+                                        lambda ws, tmp: tmp / "o.asdf"),
+        ("nope_cal.asdf", "does not exist")),
+]
+
+ROWS += [
+    Row("reffiles: negative seed",
+        lambda ws, tmp: ["reffiles", str(tmp / "caldir"), "--seed", "-1"], ("--seed", "-1")),
+    Row("reffiles: not an SCA", lambda ws, tmp: ["reffiles", str(tmp / "caldir"), "--sca", "19"],
+        ("--sca", "1 to 18")),
+    Row("reffiles: unreadable SCA list",
+        lambda ws, tmp: ["reffiles", str(tmp / "caldir"), "--sca", "1-3"], ("--sca", "1..18")),
+    Row("reffiles: unknown MA table",
+        lambda ws, tmp: ["reffiles", str(tmp / "caldir"), "--ma-table", "99"],
+        ("--ma-table", "99")),
+    Row("reffiles: OUTDIR under a file",
+        lambda ws, tmp: ["reffiles", str(ws.root / "afile" / "caldir")],
+        ("afile", "not a writable directory")),
+]
+
+
+def _block_end(path: Path, n: int) -> int:
+    """The byte where block ``n`` of an ASDF file ends (its header read as the
+    ASDF standard lays it out)."""
+    import struct
+
+    data = path.read_bytes()
+    pos = data.find(b"\xd3BLK")
+    for _ in range(n + 1):
+        header_size = struct.unpack(">H", data[pos + 4:pos + 6])[0]
+        allocated = struct.unpack(">Q", data[pos + 14:pos + 22])[0]
+        pos += 6 + header_size + allocated
+    return pos
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(row, ws, tmp_path, capsys):
+    argv = row.argv(ws, tmp_path)
+    before = _snapshot(ws.root, tmp_path)
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(("config error: ", "input error: ", "output error: ")), lines[0]
+    for word in row.expect:
+        assert word in lines[0], f"{word!r} not in {lines[0]!r}"
+    assert _snapshot(ws.root, tmp_path) == before
+
+
+def test_every_command_has_rows():
+    commands = {r.id.split(":")[0] for r in ROWS}
+    parser = cli._parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert commands == set(sub.choices)
+
+
+def test_a_tile_larger_than_the_window_is_clamped_and_said(ws, tmp_path, capsys):
+    config = run_config({"detector": {"window": 32, "tile": 64}})(ws, tmp_path)
+    assert cli.main(["plan", "--no-measure", config]) == 0
+    out = capsys.readouterr().out
+    assert "note: detector.tile 64 is larger than detector.window 32" in out
+    assert "tiles of 32" in out
+
+
+def test_plan_says_what_run_will_do_with_an_earlier_run(ws, tmp_path, capsys):
+    config = run_config({}, out=lambda ws, tmp: str(ws.earlier))(ws, tmp_path)
+    before = _snapshot(ws.earlier)
+    assert cli.main(["plan", "--no-measure", config]) == 0
+    out = capsys.readouterr().out
+    assert "`romandask run` refuses this output directory" in out and "--overwrite" in out
+    assert _snapshot(ws.earlier) == before
+
+
+def test_inject_names_the_scheduler_flag_it_was_given(ws, tmp_path, capsys):
+    import dask
+
+    before = _snapshot(ws.root, tmp_path)
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        code = cli.main(["inject", str(ws.l2[0]), str(ws.catalog), str(tmp_path / "o.asdf"),
+                         "--no-progress", "--scheduler", "tcp://127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("config error: --scheduler: cannot reach the scheduler")
+    assert "cluster.address" not in err
+    assert _snapshot(ws.root, tmp_path) == before
