@@ -443,6 +443,36 @@ def test_write_reffiles_needs_a_full_frame_model(tmp_path):
 # CALDIR files: a full round trip
 # --------------------------------------------------------------------------
 
+#: romandask's kinds of reference file and rad's schema names for them
+#: (linearitylegendre is romanimpreprocess's own; rad has none)
+RAD_SCHEMA = {"dark": "dark", "flat": "flat", "gain": "gain", "ipc4d": "ipc", "mask": "mask",
+              "read": "readnoise", "saturation": "saturation"}
+
+
+def rad_required(kind: str) -> list[str]:
+    """The arrays the installed rad's newest schema for ``kind`` requires."""
+    from pathlib import Path
+
+    import rad
+    import yaml
+
+    if kind not in RAD_SCHEMA:
+        return []
+    folder = Path(rad.__file__).parent / "resources" / "schemas" / "reference_files"
+    versions = sorted(folder.glob(f"{RAD_SCHEMA[kind]}-*.yaml"),
+                      key=lambda p: tuple(int(v) for v in p.stem.split("-")[-1].split(".")))
+    schema = yaml.safe_load(versions[-1].read_text())
+    required = schema.get("required", [])
+    for part in schema.get("allOf", []):
+        required += part.get("required", [])
+    return [name for name in required if name != "meta"]
+
+
+def test_rad_schemas_are_found():
+    assert {"dq", "dark_slope_error"} <= set(rad_required("dark"))
+    assert "dq" in rad_required("saturation")
+
+
 @pytest.mark.slow
 def test_written_caldir_reads_back_as_the_synthetic_model(tmp_path):
     sca, tab = 7, MATable.numbered(3)
@@ -450,6 +480,13 @@ def test_written_caldir_reads_back_as_the_synthetic_model(tmp_path):
     paths = write_reffiles(model, tmp_path, tab)
     assert paths == resolve_caldir(tmp_path, sca)
     assert not list(tmp_path.glob("*.tmp"))
+    # every array the installed rad's reference schema of each kind requires
+    import asdf
+
+    for kind, path in paths.items():
+        with asdf.open(path, lazy_load=True) as af:
+            missing = set(rad_required(kind)) - set(af.tree["roman"])
+            assert not missing, (kind, missing)
     caldir = CalDirModel(paths, sca, NSCI)
     rectangles = [(slice(0, 10), slice(0, 10)), (slice(4086, 4096), slice(4080, 4096)),
                   (slice(0, 6), slice(4090, 4096)), (slice(1000, 1300), slice(2000, 2100))]

@@ -1114,6 +1114,7 @@ def _build_tree(kind: str, model: DetectorModel, table: MATable) -> dict:
         return arrays
 
     tree = _full_frame(strip, science_only=kind in _SCIENCE_ONLY)
+    tree.update(_schema_extras(kind, model))
     if kind == "read":
         every_row = slice(0, NDET)
         tree["anc"] = {"C_PINK": float(model.c_pink), "U_PINK": float(model.u_pink),
@@ -1124,6 +1125,25 @@ def _build_tree(kind: str, model: DetectorModel, table: MATable) -> dict:
     elif kind == "biascorr":
         tree["t0"] = float(model.t0(table))
     return tree
+
+
+#: Arrays the rad reference-file schemas require of a kind (romancal's steps read
+#: them) beyond those the model needs: the pixel flags (the model's mask, so
+#: that a step which ORs them in flags what the mask step would), and the
+#: uncertainties of the dark slope and the flat, 0 for a synthetic model whose
+#: values are exact.
+_SCHEMA_EXTRAS = {"dark": ("dq", "dark_slope_error"), "saturation": ("dq",),
+                  "flat": ("dq", "err")}
+
+
+def _schema_extras(kind: str, model: DetectorModel) -> dict[str, np.ndarray]:
+    out = {}
+    for name in _SCHEMA_EXTRAS.get(kind, ()):
+        if name == "dq":
+            out[name] = _full_frame(lambda rows, cols: {"dq": model.region(rows, cols).mask})["dq"]
+        else:
+            out[name] = np.zeros(_FULL, np.float32)
+    return out
 
 
 def _full_frame(strip, science_only: bool = False) -> dict[str, np.ndarray]:
