@@ -536,7 +536,9 @@ def l2_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: Detec
     sim = {**sim_record(view, det.window, truth), **file_record(view, det, seed),
            **calibration_record(fitter, gain)}
     origin = (view.bounds.xmin - 1, view.bounds.ymin - 1)
-    l2 = l2_model(arrays, l1_meta(view.exposure, view, visit), gwcs_from_galsim(view.wcs, origin),
+    n = det.window
+    l2 = l2_model(arrays, l1_meta(view.exposure, view, visit),
+                  gwcs_from_galsim(view.wcs, origin, shape=(n, n)),
                   l1_data=ds["ramps"][ie, isca, :nres].values,
                   amp33=ds["amp33"][ie, isca, :nres].values,
                   photometry=photometry_meta(view.exposure.filter, gain),

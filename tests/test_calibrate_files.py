@@ -78,6 +78,9 @@ def test_run_l2_files_validate_and_carry_a_working_wcs(l1_run):
             assert model.meta.exposure.read_pattern[0] == [1]
             assert model.meta.photometry.pixel_area == pytest.approx(2.844e-13, rel=1e-3)
             assert "truth" in model["romandask"]
+            # romancal's resample needs the image's extent in its gWCS
+            bbox = model.meta.wcs.bounding_box.bounding_box(order="F")
+            assert bbox == ((-0.5, 31.5), (-0.5, 31.5))
 
 
 def _cli(*args):
