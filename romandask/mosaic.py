@@ -346,32 +346,37 @@ def resample_piece(inp: L2Input, tile: Tile, options: MosaicOptions) -> Piece | 
         weight = np.where(good, inp.exptime, 0.0)
     if not good.any():
         return None
-    # the rectangle of the tile the drops can reach
+    # the rectangle of the tile the drops can reach; drizzle onto it grown by a
+    # margin (drizzle leaves out input pixels whose centres map beyond its
+    # output, which would thin the coverage of the tile's edge pixels)
     half = 1.0 + options.pixfrac * WFI_PIXEL_SCALE / options.pixel_scale
     mx, my = pixmap[..., 0][good], pixmap[..., 1][good]
     x0, x1 = max(int(np.floor(mx.min() - half)), 0), min(int(np.ceil(mx.max() + half)) + 1, size)
     y0, y1 = max(int(np.floor(my.min() - half)), 0), min(int(np.ceil(my.max() + half)) + 1, size)
     if x0 >= x1 or y0 >= y1:
         return None
-    pixmap = pixmap - np.array([x0, y0], float)
+    pad = int(math.ceil(2 * half)) + 2
+    pixmap = pixmap - np.array([x0 - pad, y0 - pad], float)
     # output pixels per input pixel, at the centre of the cut-out
     jac = _local_scale(pixmap)
     zero = np.zeros_like(data)
-    driz = Drizzle(kernel=options.kernel, fillval=0.0, out_shape=(y1 - y0, x1 - x0),
-                   disable_ctx=True)
+    driz = Drizzle(kernel=options.kernel, fillval=0.0,
+                   out_shape=(y1 - y0 + 2 * pad, x1 - x0 + 2 * pad), disable_ctx=True)
     driz.add_image(np.where(good, data * conv, zero).astype(np.float32), exptime=inp.exptime,
                    pixmap=pixmap,
                    data2=[np.where(good, vp * conv ** 2, zero).astype(np.float32),
                           np.where(good, vr * conv ** 2, zero).astype(np.float32)],
                    weight_map=weight.astype(np.float32), pixfrac=options.pixfrac,
                    in_units="cps", iscale=1.0, pixel_scale_ratio=1.0 / jac)
-    w = driz.out_wht.astype(np.float64)
+    cut = (slice(pad, pad + y1 - y0), slice(pad, pad + x1 - x0))
+    wht = driz.out_wht[cut]
+    w = wht.astype(np.float64)
     if not (w > 0).any():
         return None
     covered = w > 0
-    img2 = driz.out_img2
-    return Piece(y0, x0, driz.out_wht.astype(np.float32),
-                 np.where(covered, driz.out_img * w, 0.0),
+    img, img2 = driz.out_img[cut], [a[cut] for a in driz.out_img2]
+    return Piece(y0, x0, wht.astype(np.float32),
+                 np.where(covered, img * w, 0.0),
                  np.where(covered, img2[0] * w * w, 0.0),
                  np.where(covered, img2[1] * w * w, 0.0))
 
@@ -603,35 +608,43 @@ def mosaic_model(job: TileJob, arrays: dict, exptime: np.ndarray,
 # --------------------------------------------------------------------------
 
 def plot_mosaic(results: Sequence[TileResult], grid: TileGrid, filt: str, path: Path) -> None:
-    """One PNG of a filter's tiles on the sky (tangent plane about their mean)."""
+    """One PNG of a filter's tiles: per projection region, the tiles' previews
+    pasted at their places on the region's grid (north up, east left)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .skytiles import gnomonic
-
     mine = [r for r in results if r.filter == filt and r.preview is not None]
-    centres = np.array([[float(v[0]) for v in grid.tile_centre(r.tile)] for r in mine])
-    ra0 = float(np.degrees(np.arctan2(np.sin(np.radians(centres[:, 0])).mean(),
-                                      np.cos(np.radians(centres[:, 0])).mean())) % 360.0)
-    dec0 = float(centres[:, 1].mean())
-    xi, eta, _ = gnomonic(centres[:, 0], centres[:, 1], ra0, dec0)
-    half = grid.tile_size * grid.scale_deg / 2.0
+    regions = sorted({r.tile.region for r in mine})
     values = np.concatenate([r.preview[np.isfinite(r.preview)].ravel() for r in mine])
     lo, hi = (np.percentile(values, [1, 99.5]) if values.size else (0.0, 1.0))
-    fig, ax = plt.subplots(figsize=(7.5, 7), dpi=110)
-    for r, x, y in zip(mine, xi, eta):
-        im = ax.imshow(r.preview, origin="lower", cmap="gray", vmin=lo, vmax=hi,
-                       extent=(x + half, x - half, y - half, y + half), interpolation="nearest")
-    ax.set_xlim(xi.max() + half, xi.min() - half)
-    ax.set_ylim(eta.min() - half, eta.max() + half)
-    ax.set_aspect("equal")
-    ax.set_xlabel(f"east offset from RA {ra0:.4f} deg [deg]")
-    ax.set_ylabel(f"north offset from Dec {dec0:.4f} deg [deg]")
-    ax.set_title(f"romandask mosaic {filt}: {len(mine)} tiles of {grid.tile_size}$^2$ x "
-                 f"{grid.pixel_scale:g}\"", fontsize=10)
-    fig.colorbar(im, ax=ax, shrink=0.8, label="MJy/sr")
+    fig, axes = plt.subplots(1, len(regions), figsize=(7.5 * len(regions), 7), dpi=110,
+                             squeeze=False)
+    for ax, region in zip(axes[0], regions):
+        here = [r for r in mine if r.tile.region == region]
+        side = here[0].preview.shape[0]
+        tx0 = min(r.tile.tx for r in here)
+        ty0 = min(r.tile.ty for r in here)
+        nx = max(r.tile.tx for r in here) - tx0 + 1
+        ny = max(r.tile.ty for r in here) - ty0 + 1
+        canvas = np.full((ny * side, nx * side), np.nan, np.float32)
+        for r in here:
+            j, i = (r.tile.ty - ty0) * side, (r.tile.tx - tx0) * side
+            canvas[j:j + side, i:i + side] = r.preview
+        step = grid.tile_size / side
+        extent = (tx0 * grid.tile_size - 0.5, (tx0 + nx) * grid.tile_size - 0.5,
+                  ty0 * grid.tile_size - 0.5, (ty0 + ny) * grid.tile_size - 0.5)
+        im = ax.imshow(canvas, origin="lower", cmap="gray", vmin=lo, vmax=hi, extent=extent,
+                       interpolation="nearest")
+        ra0, dec0 = region_centre(*region)
+        ax.set_title(f"region r{region[0]:03d}c{region[1]:03d} (tangent point "
+                     f"{ra0:.3f}, {dec0:.3f}): {len(here)} tiles", fontsize=9)
+        ax.set_xlabel(f"region pixel x (east to the left; {step:g} px per preview px)")
+        ax.set_ylabel("region pixel y (north up)")
+        fig.colorbar(im, ax=ax, shrink=0.8, label="MJy/sr")
+    fig.suptitle(f"romandask mosaic {filt}: {len(mine)} tiles of {grid.tile_size}$^2$ pixels "
+                 f"of {grid.pixel_scale:g}\"", fontsize=10)
     fig.tight_layout()
     tmp = path.with_name(path.name + ".partial")
     fig.savefig(tmp, format="png", metadata={"Software": None})
@@ -681,12 +694,14 @@ def build(jobs: Sequence[TileJob]):
 def run_jobs(jobs: Sequence[TileJob], client, progress: bool,
              say: Callable[[str], None]) -> list[TileResult]:
     """Compute the jobs on ``client`` (None: the current scheduler), then the PNGs."""
+    from dask import delayed
+
     from .cluster import compute
 
     t0 = time.perf_counter()
     npieces = sum(len(j.inputs) for j in jobs)
     say(f"mosaic: {npieces} (input, tile) resamplings onto {len(jobs)} (tile, filter) coadds")
-    results = list(compute(build(jobs), client, progress)) if jobs else []
+    results = list(compute(delayed(build(jobs)), client, progress)) if jobs else []
     written = [r for r in results if r.path is not None]
     if jobs:
         grid = jobs[0].options.grid
@@ -744,6 +759,25 @@ def mosaic(inputs, output, *, pixel_scale: float = 0.055, tile_size: int = 2048,
     with dask_client(cluster, say) as client:
         written = run_jobs(jobs, client, cluster.progress, say)
     return [r.path for r in written]
+
+
+def survey_mosaic(config, l2_files: Sequence[Path], outdir: Path, client,
+                  say: Callable[[str], None]) -> list[Path]:
+    """The ``mosaic`` product of ``romandask run``: the run's L2 files coadded
+    with the config's ``mosaic`` section, on the run's cluster."""
+    jobs = prepare([str(p) for p in l2_files], outdir, config.mosaic.options(), True,
+                   {k: f"mosaic.{k}" for k in ("pixel_scale", "tile_size", "pixfrac",
+                                                "kernel", "weight")})
+    outdir.mkdir(parents=True, exist_ok=True)
+    return [r.path for r in run_jobs(jobs, client, config.cluster.progress, say)]
+
+
+def clear_outputs(directory: Path) -> None:
+    """Remove an earlier run's tiles, quick looks and temporary files from ``directory``."""
+    if directory.is_dir():
+        for pattern in ("*_coadd.asdf", "mosaic_*.png", "*.partial"):
+            for stale in directory.glob(pattern):
+                stale.unlink()
 
 
 class _CallableModule(__import__("types").ModuleType):
