@@ -70,6 +70,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -175,9 +176,38 @@ def _open(path: Path):
     return open_datamodel(path, "L2 (_cal)")
 
 
-def describe(path: Path) -> L2Input:
-    """Check one L2 file and read what the coadd needs; a one-line InputError
-    for a file without a gWCS, photometry, filter or exposure time."""
+@dataclass(frozen=True)
+class _Loaded:
+    wcs: object
+    arrays: dict
+    truth: dict | None
+
+
+def _load(path: Path) -> _Loaded:
+    """An input's gWCS, arrays and truth, read once per worker while its tiles
+    are being made (parsing an L2 file's tree costs more than drizzling it)."""
+    stat = Path(path).stat()
+    return _load_cached(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=4)
+def _load_cached(path: str, mtime_ns: int, size: int) -> _Loaded:
+    from .export import TREE_KEY
+
+    with _open(Path(path)) as model:
+        arrays = {name: np.array(model[name]) for name in
+                  ("data", "var_poisson", "var_rnoise", "dq")}
+        truth = None
+        if TREE_KEY in model and model[TREE_KEY].get("truth") is not None:
+            truth = {k: np.array(v) for k, v in model[TREE_KEY]["truth"].items()}
+        return _Loaded(model.meta.wcs, arrays, truth)
+
+
+def describe(path: Path, step: int = SAMPLE_STEP
+             ) -> tuple[L2Input, tuple[np.ndarray, np.ndarray]]:
+    """Check one L2 file and read what the coadd needs, with its footprint
+    samples (:func:`footprint_samples`); a one-line InputError for a file
+    without a gWCS, photometry, filter or exposure time."""
     from .export import TREE_KEY
 
     where = str(path)
@@ -219,9 +249,10 @@ def describe(path: Path) -> L2Input:
         gain = sim.get("reference_gain") if hasattr(sim, "get") else None
         truth = hasattr(sim, "get") and sim.get("truth") is not None
         start_iso = start.isot if hasattr(start, "isot") else str(start)
-        return L2Input(Path(path), filt, shape, exptime, start_iso, float(conversion),
-                       float(area) if area is not None else float("nan"),
-                       None if gain is None else float(gain), bool(truth))
+        samples = footprint_samples(meta.wcs, shape, step)
+        return (L2Input(Path(path), filt, shape, exptime, start_iso, float(conversion),
+                        float(area) if area is not None else float("nan"),
+                        None if gain is None else float(gain), bool(truth)), samples)
 
 
 def footprint_samples(wcs, shape: tuple[int, int], step: int
@@ -259,15 +290,17 @@ class TileJob:
         return f"{self.tile.name}_{self.filter}"
 
 
-def plan(inputs: Sequence[L2Input], options: MosaicOptions, outdir: Path) -> list[TileJob]:
-    """The (tile, filter) jobs of the inputs, in name order."""
+def sample_step(options: MosaicOptions) -> int:
+    """Input pixels between interior footprint samples: a quarter tile or less."""
+    return max(1, min(SAMPLE_STEP, int(options.tile_size * options.pixel_scale
+                                       / WFI_PIXEL_SCALE / 4)))
+
+
+def plan(inputs: Sequence[L2Input], samples: Sequence[tuple[np.ndarray, np.ndarray]],
+         options: MosaicOptions, outdir: Path) -> list[TileJob]:
+    """The (tile, filter) jobs of the inputs (with their footprint samples), in
+    name order."""
     grid = options.grid
-    samples = []
-    for inp in inputs:
-        step = max(1, min(SAMPLE_STEP, int(grid.tile_size * options.pixel_scale
-                                           / WFI_PIXEL_SCALE / 4)))
-        with _open(inp.path) as model:
-            samples.append(footprint_samples(model.meta.wcs, inp.shape, step))
     made: set[tuple[Tile, str]] = set()
     for inp, (ra, dec) in zip(inputs, samples):
         made.update((t, inp.filter) for t in owned_tiles(grid, ra, dec))
@@ -314,28 +347,29 @@ def resample_piece(inp: L2Input, tile: Tile, options: MosaicOptions) -> Piece | 
     grid = options.grid
     size = grid.tile_size
     ny, nx = inp.shape
-    with _open(inp.path) as model:
-        wcs = model.meta.wcs
-        # where the input meets the tile: a coarse grid of its pixels, forward
-        step = 16
-        gx = np.unique(np.append(np.arange(0, nx, step), nx - 1)).astype(float)
-        gy = np.unique(np.append(np.arange(0, ny, step), ny - 1)).astype(float)
-        cx, cy = np.meshgrid(gx, gy)
-        coarse = _pixmap(wcs, grid, tile, cx, cy)
-        reach = 2.0 + step * WFI_PIXEL_SCALE / options.pixel_scale
-        inside = ((coarse[..., 0] > -0.5 - reach) & (coarse[..., 0] < size - 0.5 + reach)
-                  & (coarse[..., 1] > -0.5 - reach) & (coarse[..., 1] < size - 0.5 + reach))
-        if not inside.any():
-            return None
-        iy, ix = np.nonzero(inside)
-        xa, xb = max(int(gx[ix.min()]) - step - 2, 0), min(int(gx[ix.max()]) + step + 3, nx)
-        ya, yb = max(int(gy[iy.min()]) - step - 2, 0), min(int(gy[iy.max()]) + step + 3, ny)
-        py, px = np.mgrid[ya:yb, xa:xb].astype(float)
-        pixmap = _pixmap(wcs, grid, tile, px, py)
-        data = np.asarray(model.data[ya:yb, xa:xb], np.float64)
-        vp = np.asarray(model.var_poisson[ya:yb, xa:xb], np.float64)
-        vr = np.asarray(model.var_rnoise[ya:yb, xa:xb], np.float64)
-        dq = np.asarray(model.dq[ya:yb, xa:xb], np.uint32)
+    loaded = _load(inp.path)
+    wcs = loaded.wcs
+    # where the input meets the tile: a coarse grid of its pixels, forward
+    step = 16
+    gx = np.unique(np.append(np.arange(0, nx, step), nx - 1)).astype(float)
+    gy = np.unique(np.append(np.arange(0, ny, step), ny - 1)).astype(float)
+    cx, cy = np.meshgrid(gx, gy)
+    coarse = _pixmap(wcs, grid, tile, cx, cy)
+    reach = 2.0 + step * WFI_PIXEL_SCALE / options.pixel_scale
+    inside = ((coarse[..., 0] > -0.5 - reach) & (coarse[..., 0] < size - 0.5 + reach)
+              & (coarse[..., 1] > -0.5 - reach) & (coarse[..., 1] < size - 0.5 + reach))
+    if not inside.any():
+        return None
+    iy, ix = np.nonzero(inside)
+    xa, xb = max(int(gx[ix.min()]) - step - 2, 0), min(int(gx[ix.max()]) + step + 3, nx)
+    ya, yb = max(int(gy[iy.min()]) - step - 2, 0), min(int(gy[iy.max()]) + step + 3, ny)
+    py, px = np.mgrid[ya:yb, xa:xb].astype(float)
+    pixmap = _pixmap(wcs, grid, tile, px, py)
+    cut = (slice(ya, yb), slice(xa, xb))
+    data = loaded.arrays["data"][cut].astype(np.float64)
+    vp = loaded.arrays["var_poisson"][cut].astype(np.float64)
+    vr = loaded.arrays["var_rnoise"][cut].astype(np.float64)
+    dq = loaded.arrays["dq"][cut].astype(np.uint32)
     conv = inp.conversion
     good = ((dq & _bad_flags()) == 0) & np.isfinite(data) & np.isfinite(vp) & np.isfinite(vr)
     good &= np.all(np.isfinite(pixmap), axis=-1)
@@ -475,20 +509,17 @@ def tile_truth(job: TileJob, inputs: Sequence[L2Input]) -> dict[str, np.ndarray]
     ``conversion_megajanskys`` and the nominal pixel area); the first input
     (in context order) that holds a source gives its row.
     """
-    from .export import TREE_KEY
-
     grid = job.options.grid
     rows: dict[int, tuple] = {}
     for inp in inputs:
         if not inp.has_truth or inp.gain is None or not np.isfinite(inp.pixel_area):
             continue
-        with _open(inp.path) as model:
-            truth = model[TREE_KEY]["truth"]
-            ids = np.asarray(truth["id"])
-            ra, dec = np.asarray(truth["ra"], float), np.asarray(truth["dec"], float)
-            flux = np.asarray(truth["flux"], float)
-            kind = np.asarray(truth["type"]).astype(str) if "type" in truth else \
-                np.full(ids.size, "")
+        truth = _load(inp.path).truth
+        ids = np.asarray(truth["id"])
+        ra, dec = np.asarray(truth["ra"], float), np.asarray(truth["dec"], float)
+        flux = np.asarray(truth["flux"], float)
+        kind = np.asarray(truth["type"]).astype(str) if "type" in truth else \
+            np.full(ids.size, "")
         jy = flux / inp.exptime / inp.gain * inp.conversion * inp.pixel_area * 1e6
         for k in range(ids.size):
             rows.setdefault(int(ids[k]), (ra[k], dec[k], jy[k], kind[k]))
@@ -521,7 +552,7 @@ def _s_region(grid: TileGrid, tile: Tile) -> str:
 
 def mosaic_model(job: TileJob, arrays: dict, exptime: np.ndarray,
                  used: Sequence[L2Input]):
-    """The validated ``MosaicModel`` of one (tile, filter)."""
+    """The ``MosaicModel`` of one (tile, filter) (validated when written)."""
     from astropy.time import Time
     from roman_datamodels import datamodels as rdm
 
@@ -599,8 +630,7 @@ def mosaic_model(job: TileJob, arrays: dict, exptime: np.ndarray,
         sim["truth_units"] = {"ra": "deg", "dec": "deg", "x": "pixel", "y": "pixel",
                               "flux_jy": "Jy", "flux": "MJy/sr summed over tile pixels"}
     model[TREE_KEY] = sim
-    model.validate()
-    return model
+    return model  # asdf validates it against RAD's schema as it writes it
 
 
 # --------------------------------------------------------------------------
@@ -720,8 +750,8 @@ def prepare(inputs, output, options: MosaicOptions, overwrite: bool,
     outdir = Path(output)
     check_writable_directory(outdir, f"output directory {outdir}")
     paths = find_inputs(inputs)
-    described = [describe(p) for p in paths]
-    jobs = plan(described, options, outdir)
+    described = [describe(p, sample_step(options)) for p in paths]
+    jobs = plan([d[0] for d in described], [d[1] for d in described], options, outdir)
     if not overwrite:
         for path in output_names(jobs):
             if path.exists():

@@ -411,3 +411,60 @@ def test_existing_tiles_are_kept_without_overwrite(tmp_path, capsys, one_l2):
     _fails(capsys, [str(one_l2), str(out), "--tile-size", "256"], "already exists")
     assert _digest(out) == before
     assert not list(out.glob("*.partial"))
+
+
+# --------------------------------------------------------------------------
+# romandask run: the mosaic product and config section
+# --------------------------------------------------------------------------
+
+def test_mosaic_config_section(make_config):
+    from romandask.errors import ConfigError
+
+    config, _ = make_config({"output": {"products": ["l2", "mosaic"]},
+                             "mosaic": {"pixel_scale": 0.06, "tile_size": 256,
+                                        "weight": "exptime"}})
+    assert config.mosaic.options().grid == TileGrid(0.06, 256)
+    assert "mosaic" in config.output.products
+    assert "mosaic" not in make_config()[0].output.products  # not made unless asked
+    for overrides, where in (({"mosaic": {"pixel_scale": -1}}, "mosaic.pixel_scale"),
+                             ({"mosaic": {"kernel": "cubic"}}, "mosaic.kernel"),
+                             ({"mosaic": {"tile_sise": 5}}, "mosaic.tile_sise"),
+                             ({"output": {"products": ["mosaic"]}}, "output.products")):
+        with pytest.raises(ConfigError) as err:
+            make_config(overrides)
+        assert err.value.where == where
+
+
+def test_run_writes_mosaic_tiles_with_truth(make_config):
+    import xarray as xr
+
+    from romandask.pipeline import run
+
+    config, _ = make_config({"output": {"products": ["truth", "l2", "mosaic"]},
+                             "mosaic": {"tile_size": 256}})
+    written = run(config, say=lambda s: None)
+    out = config.output.directory / "mosaic"
+    tiles = sorted(out.glob("*_F158_coadd.asdf"))
+    assert tiles and written["mosaic"] == tiles
+    assert (out / "mosaic_F158.png").exists() and not list(out.glob("*.partial"))
+    truth = xr.open_zarr(config.output.directory / "romandask.zarr", group="truth")
+    ids = set(truth.id.values.tolist())
+    seen = 0
+    for path in tiles:
+        with _open(path) as m:
+            m.validate()
+            assert np.nanmax(m.romandask["exposure_time"]) > 0
+            if "truth" in m.romandask:
+                t = m.romandask["truth"]
+                assert set(np.asarray(t["id"]).tolist()) <= ids
+                assert np.all(np.asarray(t["flux"]) > 0)
+                seen += len(t["id"])
+    assert seen > 0
+    # a rerun with --overwrite replaces the tiles with the same bytes
+    before = _digest(out)
+    import dataclasses
+
+    again = dataclasses.replace(config, output=dataclasses.replace(config.output,
+                                                                   overwrite=True))
+    run(again, say=lambda s: None)
+    assert _digest(out) == before
