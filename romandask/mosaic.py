@@ -70,7 +70,8 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
@@ -183,18 +184,36 @@ class _Loaded:
     truth: dict | None
 
 
+#: Bytes of inputs a worker keeps read (an input serves several tiles).
+CACHE_BYTES = 1 << 30
+_cache: OrderedDict = OrderedDict()
+_cache_lock = threading.Lock()
+
+
 def _load(path: Path) -> _Loaded:
     """An input's gWCS, arrays and truth, read once per worker while its tiles
-    are being made (parsing an L2 file's tree costs more than drizzling it)."""
+    are being made (parsing an L2 file's tree costs more than drizzling it);
+    the most recently used inputs are kept, up to :data:`CACHE_BYTES`."""
     stat = Path(path).stat()
-    return _load_cached(str(path), stat.st_mtime_ns, stat.st_size)
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    loaded = _read(Path(path))
+    size = sum(a.nbytes for a in loaded.arrays.values())
+    with _cache_lock:
+        _cache[key] = loaded
+        while len(_cache) > 1 and sum(sum(a.nbytes for a in v.arrays.values())
+                                      for v in _cache.values()) > max(CACHE_BYTES, size):
+            _cache.popitem(last=False)
+    return loaded
 
 
-@lru_cache(maxsize=4)
-def _load_cached(path: str, mtime_ns: int, size: int) -> _Loaded:
+def _read(path: Path) -> _Loaded:
     from .export import TREE_KEY
 
-    with _open(Path(path)) as model:
+    with _open(path) as model:
         arrays = {name: np.array(model[name]) for name in
                   ("data", "var_poisson", "var_rnoise", "dq")}
         truth = None
@@ -284,6 +303,8 @@ class TileJob:
     inputs: tuple[L2Input, ...]
     path: Path
     options: MosaicOptions
+    store: str | None = None  # a zarr store whose ``mosaic`` group gets the tile
+    index: int = -1  # the tile's place along that group's ``tile`` dimension
 
     @property
     def name(self) -> str:
@@ -484,6 +505,8 @@ def coadd_tile(job: TileJob, pieces: Sequence[Piece | None]) -> TileResult:
 
     job.path.parent.mkdir(parents=True, exist_ok=True)
     write_asdf(model, job.path)
+    if job.store is not None:
+        write_store_tile(job, {**arrays, "exposure_time": exptime.astype(np.float32)})
     return TileResult(job.tile.name, job.filter, job.tile, job.path,
                       _preview(arrays["data"], size), len(used))
 
@@ -653,15 +676,23 @@ def plot_mosaic(results: Sequence[TileResult], grid: TileGrid, filt: str, path: 
                              squeeze=False)
     for ax, region in zip(axes[0], regions):
         here = [r for r in mine if r.tile.region == region]
-        side = here[0].preview.shape[0]
         tx0 = min(r.tile.tx for r in here)
         ty0 = min(r.tile.ty for r in here)
         nx = max(r.tile.tx for r in here) - tx0 + 1
         ny = max(r.tile.ty for r in here) - ty0 + 1
+        # at most ~1200 canvas pixels a side (drawing a larger one is slow)
+        side = here[0].preview.shape[0]
+        factor = max(1, math.ceil(max(nx, ny) * side / 1200))
+        while side % factor:
+            factor += 1
+        side //= factor
         canvas = np.full((ny * side, nx * side), np.nan, np.float32)
         for r in here:
             j, i = (r.tile.ty - ty0) * side, (r.tile.tx - tx0) * side
-            canvas[j:j + side, i:i + side] = r.preview
+            block = r.preview.reshape(side, factor, side, factor)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                canvas[j:j + side, i:i + side] = np.nanmean(block, axis=(1, 3))
         step = grid.tile_size / side
         extent = (tx0 * grid.tile_size - 0.5, (tx0 + nx) * grid.tile_size - 0.5,
                   ty0 * grid.tile_size - 0.5, (ty0 + ny) * grid.tile_size - 0.5)
@@ -791,14 +822,77 @@ def mosaic(inputs, output, *, pixel_scale: float = 0.055, tile_size: int = 2048,
     return [r.path for r in written]
 
 
+#: The arrays of the store's ``mosaic`` group (float32, NaN where no data).
+STORE_ARRAYS = {"data": "MJy/sr", "err": "MJy/sr", "var_poisson": "MJy2/sr2",
+                "var_rnoise": "MJy2/sr2", "weight": "", "exposure_time": "s"}
+
+
+def create_store_group(jobs: Sequence[TileJob], store_path: Path) -> list[TileJob]:
+    """The skeleton of the store's ``mosaic`` group, and the jobs that fill it.
+
+    Layout: dims (tile, y, x), one entry along ``tile`` per (tile, filter) in
+    the jobs' (name) order, chunks of one tile; arrays ``data``, ``err``,
+    ``var_poisson``, ``var_rnoise`` (MJy/sr and its square), ``weight`` and
+    ``exposure_time`` (s), NaN where nothing contributes; coordinates
+    ``tile_name``, ``filter``, ``ring``, ``cell``, ``tx``, ``ty`` (along
+    ``tile``) and ``y``, ``x`` (0-based tile pixels).
+    """
+    import dask.array as da
+    import xarray as xr
+
+    from .store import write_group
+
+    if not jobs:
+        return list(jobs)
+    size = jobs[0].options.tile_size
+    shape, chunks = (len(jobs), size, size), (1, size, size)
+    variables = {name: (("tile", "y", "x"),
+                        da.full(shape, np.nan, dtype=np.float32, chunks=chunks),
+                        {"units": unit} if unit else {})
+                 for name, unit in STORE_ARRAYS.items()}
+    grid = jobs[0].options.grid
+    coords = {
+        "tile_name": ("tile", np.array([j.tile.name for j in jobs], dtype=object)),
+        "filter": ("tile", np.array([j.filter for j in jobs], dtype=object)),
+        "ring": ("tile", np.array([j.tile.ring for j in jobs], np.int32)),
+        "cell": ("tile", np.array([j.tile.cell for j in jobs], np.int32)),
+        "tx": ("tile", np.array([j.tile.tx for j in jobs], np.int32)),
+        "ty": ("tile", np.array([j.tile.ty for j in jobs], np.int32)),
+        "y": ("y", np.arange(size, dtype=np.int32)),
+        "x": ("x", np.arange(size, dtype=np.int32)),
+    }
+    attrs = {"pixel_scale_arcsec": grid.pixel_scale, "tile_size": size,
+             "layout": "one (tile, filter) per entry along tile; see romandask.skytiles"}
+    write_group(xr.Dataset(variables, coords=coords, attrs=attrs), store_path, "mosaic",
+                compute=False)
+    from dataclasses import replace
+
+    return [replace(j, store=str(store_path), index=k) for k, j in enumerate(jobs)]
+
+
+def write_store_tile(job: TileJob, arrays: dict) -> None:
+    """Write one (tile, filter) into its place in the store's ``mosaic`` group."""
+    import zarr
+
+    for name in STORE_ARRAYS:
+        zarr.open_array(f"{job.store}/mosaic/{name}", mode="r+")[job.index] = \
+            np.asarray(arrays[name], np.float32)
+
+
 def survey_mosaic(config, l2_files: Sequence[Path], outdir: Path, client,
-                  say: Callable[[str], None]) -> list[Path]:
+                  say: Callable[[str], None], store_path: Path | None = None) -> list[Path]:
     """The ``mosaic`` product of ``romandask run``: the run's L2 files coadded
-    with the config's ``mosaic`` section, on the run's cluster."""
+    with the config's ``mosaic`` section, on the run's cluster, and written into
+    the ``mosaic`` group of the (unfinished) store at ``store_path`` too."""
     jobs = prepare([str(p) for p in l2_files], outdir, config.mosaic.options(), True,
                    {k: f"mosaic.{k}" for k in ("pixel_scale", "tile_size", "pixfrac",
                                                 "kernel", "weight")})
     outdir.mkdir(parents=True, exist_ok=True)
+    if store_path is not None and store_path.exists():
+        import shutil
+
+        shutil.rmtree(store_path / "mosaic", ignore_errors=True)  # a resumed run's
+        jobs = create_store_group(jobs, store_path)
     return [r.path for r in run_jobs(jobs, client, config.cluster.progress, say)]
 
 

@@ -792,7 +792,7 @@ def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Path]:
             from .mosaic import survey_mosaic
 
             written["mosaic"] = survey_mosaic(config, written["l2"], paths["mosaic"], client,
-                                              say)
+                                              say, partial_path(paths["store"]))
 
     if "footprint" in config.output.products:
         from .plots import plot_footprint

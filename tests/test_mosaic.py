@@ -460,6 +460,15 @@ def test_run_writes_mosaic_tiles_with_truth(make_config):
                 assert np.all(np.asarray(t["flux"]) > 0)
                 seen += len(t["id"])
     assert seen > 0
+    # the store's mosaic group holds the same tiles, readable with xarray
+    group = xr.open_zarr(config.output.directory / "romandask.zarr", group="mosaic")
+    assert group.data.dims == ("tile", "y", "x") and group.sizes["tile"] == len(tiles)
+    for k, path in enumerate(tiles):
+        assert f"{group.tile_name.values[k]}_{group['filter'].values[k]}_coadd.asdf" == path.name
+        with _open(path) as m:
+            np.testing.assert_array_equal(group.data[k].values, np.asarray(m.data))
+            np.testing.assert_array_equal(group.exposure_time[k].values,
+                                          np.asarray(m.romandask["exposure_time"]))
     # a rerun with --overwrite replaces the tiles with the same bytes
     before = _digest(out)
     import dataclasses
