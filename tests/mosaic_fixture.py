@@ -64,8 +64,8 @@ def stars_near(ra: float, dec: float, n: int, spacing_arcsec: float, flux_e: flo
 def write_l2_files(tmp_path: Path, exposures, stars: dict, window: int = 192,
                    sky_e_per_s: float = 1.5, seed: int = 0, outdir: Path | None = None,
                    scas=(1,)) -> list[Path]:
-    """One L2 file per (exposure, SCA); ``stars`` fluxes in electrons per second
-    x exposure time (the truth column ``flux`` is per exposure)."""
+    """One L2 file per (exposure, SCA); ``stars["flux"]`` in electrons over the
+    exposure (the truth table's unit)."""
     config = survey_config(tmp_path, exposures, window, scas)
     outdir = outdir or tmp_path / "l2"
     outdir.mkdir(parents=True, exist_ok=True)
@@ -99,11 +99,11 @@ def write_l2_files(tmp_path: Path, exposures, stars: dict, window: int = 192,
         arrays = {"data": data.astype(np.float32),
                   "var_poisson": var_poisson, "var_rnoise": var_rnoise,
                   "err": np.sqrt(var_poisson + var_rnoise), "dq": np.zeros(rate.shape, np.uint32)}
-        on = np.ones(stars["id"].size, bool)
-        truth = {"exposure": np.full(on.sum(), exp.id), "sca": np.full(on.sum(), view.sca),
+        m = stars["id"].size
+        truth = {"exposure": np.full(m, exp.id), "sca": np.full(m, view.sca),
                  "id": stars["id"], "ra": stars["ra"], "dec": stars["dec"],
                  "x": np.array(x), "y": np.array(y), "flux": stars["flux"] * 1.0,
-                 "type": np.full(on.sum(), "PSF")}
+                 "type": np.full(m, "PSF")}
         sim = {**sim_record(view, window, truth), **calibration_record("ols_cas22", 1.0)}
         n = window + 8
         model = l2_model(arrays, l1_meta(exp, view), gwcs_from_galsim(view.wcs, origin),
@@ -111,6 +111,5 @@ def write_l2_files(tmp_path: Path, exposures, stars: dict, window: int = 192,
                          amp33=np.zeros((1, n, 128), np.uint16),
                          photometry=photometry_meta(exp.filter, 1.0), sim=sim,
                          filename=l2_filename(exp, view.sca))
-        # the files store float16 variances: keep data's noise consistent with them
         paths.append(write_asdf(model, outdir / l2_filename(exp, view.sca)))
     return paths

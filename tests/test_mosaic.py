@@ -313,12 +313,14 @@ def _digest(directory: Path) -> dict[str, str]:
 
 def test_same_bytes_with_one_and_two_workers(tmp_path):
     mf.write_l2_files(tmp_path, _exposures(dithers=DITHERS[:2]), NO_STARS, 128, seed=3)
-    for n in (1, 2):
-        mosaic([str(tmp_path / "l2" / "*_cal.asdf")], tmp_path / f"w{n}", tile_size=128,
-               cluster=ClusterConfig(type="threads", n_workers=n, progress=False))
-    one, two = _digest(tmp_path / "w1"), _digest(tmp_path / "w2")
+    for name, cluster in (("t1", ClusterConfig(type="threads", n_workers=1, progress=False)),
+                          ("t2", ClusterConfig(type="threads", n_workers=2, progress=False)),
+                          ("p2", ClusterConfig(type="local", n_workers=2, progress=False))):
+        mosaic([str(tmp_path / "l2" / "*_cal.asdf")], tmp_path / name, tile_size=128,
+               cluster=cluster)
+    one, two, processes = (_digest(tmp_path / n) for n in ("t1", "t2", "p2"))
     assert len([k for k in one if k.endswith("_coadd.asdf")]) > 2
-    assert one == two
+    assert one == two == processes
 
 
 def test_overlapping_runs_share_tiles_and_pixels(tmp_path):
