@@ -214,8 +214,17 @@ def _read(path: Path) -> _Loaded:
     from .export import TREE_KEY
 
     with _open(path) as model:
-        arrays = {name: np.array(model[name]) for name in
-                  ("data", "var_poisson", "var_rnoise", "dq")}
+        arrays = {name: np.array(model[name]) for name in ("data", "dq")}
+        have = {name: np.array(model[name], np.float32) for name in
+                ("err", "var_poisson", "var_rnoise", "var_flat") if name in model}
+        total = have["err"].astype(np.float64) ** 2 if "err" in have else None
+        # a variance the file leaves out is what its err leaves of the others
+        # (romanisim's L2 files carry err and var_poisson only)
+        for name, other in (("var_rnoise", "var_poisson"), ("var_poisson", "var_rnoise")):
+            if name not in have:
+                rest = total - have.get(other, 0.0) - have.get("var_flat", 0.0)
+                have[name] = np.maximum(rest, 0.0).astype(np.float32)
+        arrays["var_poisson"], arrays["var_rnoise"] = have["var_poisson"], have["var_rnoise"]
         truth = None
         if TREE_KEY in model and model[TREE_KEY].get("truth") is not None:
             truth = {k: np.array(v) for k, v in model[TREE_KEY]["truth"].items()}
@@ -246,6 +255,11 @@ def describe(path: Path, step: int = SAMPLE_STEP
         area = getattr(photometry, "pixel_area", None) if photometry else None
         if flux_done:
             conversion = 1.0
+        elif conversion is not None and area is not None and float(conversion) < 0 \
+                and float(area) < 0:
+            # romanisim (0.15) writes the pixel area as a signed area, negative for
+            # a mirrored (left-handed) pixel grid, and the conversion with it
+            conversion, area = -float(conversion), -float(area)
         if conversion is None or not np.isfinite(float(conversion)) or float(conversion) <= 0:
             raise InputError(where, "has no usable meta.photometry.conversion_megajanskys",
                              "give L2 files calibrated through the photom step (or with data "
@@ -261,6 +275,10 @@ def describe(path: Path, step: int = SAMPLE_STEP
         if not exptime > 0:
             raise InputError(where, f"meta.exposure.exposure_time is {exptime}",
                              "give L2 files with a positive exposure time")
+        missing = [n for n in ("var_poisson", "var_rnoise") if n not in model]
+        if missing and "err" not in model:
+            raise InputError(where, f"has neither {missing[0]} nor err",
+                             "give L2 files with their variances (or err)")
         shape = tuple(int(n) for n in model.data.shape)
         if len(shape) != 2:
             raise InputError(where, f"data has shape {shape}", "give 2-D L2 images")

@@ -479,3 +479,33 @@ def test_run_writes_mosaic_tiles_with_truth(make_config):
                                                                    overwrite=True))
     run(again, say=lambda s: None)
     assert _digest(out) == before
+
+
+def test_romanisim_l2_and_two_filters(tmp_path):
+    """romanisim's own L2 files coadd too (their gWCS and photometry), one set
+    of tiles per filter; the sky comes out as the inputs' rate times their
+    conversion to MJy/sr."""
+    pytest.importorskip("romanisim")
+    from romanisim_fixture import make_romanisim_pair
+
+    inputs = []
+    for filt, seed in (("F158", 5), ("F106", 6)):
+        pair = make_romanisim_pair(tmp_path / filt, seed=seed, n_pix=128, filter=filt,
+                                   name=f"rs_{filt}")
+        inputs.append(pair["l2_path"])
+    tiles = mosaic([str(p) for p in inputs], tmp_path / "out", tile_size=256, cluster=THREADS)
+    by_filter = {f: [p for p in tiles if p.name.endswith(f"_{f}_coadd.asdf")]
+                 for f in ("F158", "F106")}
+    assert all(by_filter.values()) and len(tiles) == sum(map(len, by_filter.values()))
+    for path, filt in zip(inputs, ("F158", "F106")):
+        with _open(path) as l2:
+            # (romanisim writes the conversion with the sign of its signed pixel area)
+            conversion = abs(float(l2.meta.photometry.conversion_megajanskys))
+            expected = float(np.median(l2.data)) * conversion
+        parts = []
+        for tile in by_filter[filt]:
+            with _open(tile) as m:
+                parts.append(np.asarray(m.data).ravel())
+        data = np.concatenate(parts)
+        assert abs(np.nanmedian(data) / expected - 1) < 0.02
+        assert (tmp_path / "out" / f"mosaic_{filt}.png").exists()
