@@ -205,39 +205,88 @@ def test_tile_files_are_valid_mosaics(stars_run):
     assert (stars_run["dir"] / "mosaic" / "mosaic_F158.png").stat().st_size > 10000
 
 
-def test_exposure_time_map_is_the_sum_of_contributing_exposures(stars_run):
+def _check_coverage(inputs, tiles, grid, window) -> int:
     """Away from input edges, each tile pixel's exposure time is the sum over
-    the inputs whose footprint holds it (by each input's own inverse WCS)."""
-    grid = TileGrid(0.055, 512)
-    inputs = {}
-    for path in stars_run["inputs"]:
+    the inputs whose footprint holds it (by each input's own inverse WCS), and
+    its context has their bits; returns the pixels checked."""
+    described = {}
+    for path in inputs:
         with _open(path) as m:
-            inputs[path.name] = (m.meta.wcs, float(m.meta.exposure.exposure_time))
+            described[path.name] = (m.meta.wcs, float(m.meta.exposure.exposure_time))
+    size = grid.tile_size
     checked = 0
-    for path in stars_run["tiles"]:
+    for path in tiles:
         with _open(path) as m:
             exptime = np.asarray(m.romandask["exposure_time"], float)
             name = m.romandask["tile"]
             context = np.asarray(m.context[0])
             members = list(m.meta.resample.members)
         tile = Tile(int(name[1:4]), int(name[5:8]), int(name[9:13]), int(name[14:18]))
-        y, x = np.mgrid[0:512:3, 0:512:3]
+        y, x = np.mgrid[0:size:3, 0:size:3]
         ra, dec = grid.pixel_to_sky(tile, x.ravel().astype(float), y.ravel().astype(float))
         expected = np.zeros(ra.size)
         clear = np.ones(ra.size, bool)
         bits = np.zeros(ra.size, np.int64)
-        for k, (wcs, t) in enumerate(inputs[name] for name in members):
+        for k, (wcs, t) in enumerate(described[n] for n in members):
             px, py = wcs.invert(ra, dec, with_bounding_box=False)
-            depth = np.minimum(np.minimum(px + 0.5, WINDOW - 0.5 - px),
-                               np.minimum(py + 0.5, WINDOW - 0.5 - py))
+            depth = np.minimum(np.minimum(px + 0.5, window - 0.5 - px),
+                               np.minimum(py + 0.5, window - 0.5 - py))
             clear &= np.abs(depth) > 1.5
             expected += np.where(depth > 0, t, 0.0)
             bits |= np.where(depth > 0, 1 << k, 0)
+        # inputs not listed must not reach the tile
+        for other in set(described) - set(members):
+            px, py = described[other][0].invert(ra, dec, with_bounding_box=False)
+            inside = (px > -0.5) & (px < window - 0.5) & (py > -0.5) & (py < window - 0.5)
+            assert not inside.any(), f"{other} overlaps {name} but was left out"
         got = exptime[y.ravel(), x.ravel()]
         assert np.allclose(got[clear], expected[clear], rtol=1e-6, atol=0)
         assert np.array_equal(context[y.ravel(), x.ravel()][clear], bits[clear])
         checked += clear.sum()
+    return checked
+
+
+def test_exposure_time_map_is_the_sum_of_contributing_exposures(stars_run):
+    checked = _check_coverage(stars_run["inputs"], stars_run["tiles"], TileGrid(0.055, 512),
+                              WINDOW)
     assert checked > 5000
+
+
+def test_inputs_across_a_region_border(tmp_path):
+    """Input B straddles the border of two projection regions and input A lies
+    wholly in the eastern region, but inside the western region's tile that
+    holds the border (tiles reach past their region's cell): both regions'
+    tiles are made, each from every input that overlaps it, A included."""
+    n = ring_count(46)
+    border = 7 * 360.0 / n  # between cells 6 and 7 of the ring at dec -44
+    exps = _exposures(dithers=DITHERS[:1])
+    view = footprint(mf.survey_config(tmp_path, exps, 128))[0]
+    ra_c, dec_c = view.center()
+    cos = np.cos(np.radians(dec_c))
+    # a tile size whose western border tile reaches > 14" into the eastern cell
+    for size in (256, 512, 1024, 2048):
+        grid = TileGrid(0.055, size)
+        x, _, _ = grid.region_pixel(46, 6, np.array([border]), np.array([dec_c]))
+        tx, _ = grid.tile_indices(x, x)
+        reach = (x[0] + 0.5 - tx[0] * size) * 0.055  # arcsec east of the border
+        if reach > 15:
+            break
+    offset = min(reach - 2.0, 20.0) / 3600.0 / cos  # A's centre east of the border
+    exps = [mf.exposure(9.70 + border - ra_c, -44.0, 0),
+            mf.exposure(9.70 + border + offset - ra_c, -44.0, 1)]
+    paths = mf.write_l2_files(tmp_path, exps, NO_STARS, 128, seed=2)
+    a_corners = footprint(mf.survey_config(tmp_path, exps, 128))[1].corners()
+    assert set(region_of(*a_corners)[1].tolist()) == {7}, "A must lie wholly in cell 7"
+    tiles = mosaic([str(p) for p in paths], tmp_path / "out", tile_size=size, cluster=THREADS)
+    assert {p.name[:8] for p in tiles} == {"r046c006", "r046c007"}
+    west = [p for p in tiles if p.name.startswith("r046c006")]
+    with_a = []
+    for path in west:
+        with _open(path) as m:
+            if paths[1].name in list(m.meta.resample.members):
+                with_a.append(path)
+    assert with_a, "the western tile at the border must take input A"
+    assert _check_coverage(paths, tiles, grid, 128) > 2000
 
 
 # --------------------------------------------------------------------------
