@@ -66,12 +66,11 @@ from __future__ import annotations
 import glob as globmod
 import math
 import os
+import threading
 import time
-import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
@@ -532,10 +531,17 @@ def coadd_tile(job: TileJob, pieces: Sequence[Piece | None]) -> TileResult:
 def _preview(data: np.ndarray, size: int, target: int = 256) -> np.ndarray:
     f = max(1, size // target)
     m = size // f * f
-    block = data[:m, :m].reshape(m // f, f, m // f, f)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(block, axis=(1, 3)).astype(np.float32)
+    return _block_mean(data[:m, :m], f)
+
+
+def _block_mean(array: np.ndarray, f: int) -> np.ndarray:
+    """Mean of the finite values of each f x f block (NaN where none is)."""
+    n, m = array.shape[0] // f, array.shape[1] // f
+    block = array[:n * f, :m * f].reshape(n, f, m, f)
+    finite = np.isfinite(block)
+    count = finite.sum(axis=(1, 3))
+    total = np.where(finite, block, 0.0).sum(axis=(1, 3), dtype=np.float64)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
 
 
 # --------------------------------------------------------------------------
@@ -707,10 +713,7 @@ def plot_mosaic(results: Sequence[TileResult], grid: TileGrid, filt: str, path: 
         canvas = np.full((ny * side, nx * side), np.nan, np.float32)
         for r in here:
             j, i = (r.tile.ty - ty0) * side, (r.tile.tx - tx0) * side
-            block = r.preview.reshape(side, factor, side, factor)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                canvas[j:j + side, i:i + side] = np.nanmean(block, axis=(1, 3))
+            canvas[j:j + side, i:i + side] = _block_mean(r.preview, factor)
         step = grid.tile_size / side
         extent = (tx0 * grid.tile_size - 0.5, (tx0 + nx) * grid.tile_size - 0.5,
                   ty0 * grid.tile_size - 0.5, (ty0 + ny) * grid.tile_size - 0.5)
