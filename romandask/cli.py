@@ -5,6 +5,7 @@
     romandask calibrate CONFIG     calibrate L1 files to L2 (gen_cal_image's config)
     romandask inject L2... CATALOG OUT   inject catalog sources into L2 files
     romandask reffiles OUTDIR      write a synthetic detector model as CALDIR ASDF files
+    romandask mosaic L2... OUTDIR  coadd L2 files onto sky tiles (L3 mosaics)
 
 User errors (bad config, bad input files, unwritable outputs) print one line
 to stderr and exit with status 2; nothing is written.
@@ -88,7 +89,44 @@ def _parser() -> argparse.ArgumentParser:
     ref.add_argument("--tag", default="romandask", help="file name tag [romandask]")
     ref.add_argument("--overwrite", action="store_true",
                      help="replace reference files of the same names in OUTDIR")
+    _mosaic_parser(sub)
     return p
+
+
+def _mosaic_parser(sub) -> None:
+    mos = sub.add_parser(
+        "mosaic", help="coadd L2 files onto sky tiles (L3 mosaics)",
+        description="Coadd L2 files (files or quoted globs) onto the fixed grid of sky tiles "
+                    "with drizzle: one <tile>_<filter>_coadd.asdf MosaicModel per tile and "
+                    "filter, and a quick-look mosaic_<filter>.png, in OUTDIR.")
+    mos.add_argument("paths", nargs="+", metavar="PATH", help="L2 file(s) or glob(s), then OUTDIR")
+    mos.add_argument("--pixel-scale", type=float, default=0.055,
+                     help="mosaic pixel scale, arcsec [0.055]")
+    mos.add_argument("--tile-size", type=int, default=2048, help="tile side, pixels [2048]")
+    mos.add_argument("--pixfrac", type=float, default=1.0, help="drizzle drop size [1.0]")
+    mos.add_argument("--kernel", default="square",
+                     help="drizzle kernel: square, point, turbo, gaussian, lanczos2, lanczos3 "
+                          "[square]")
+    mos.add_argument("--weight", default="ivm", help="ivm or exptime [ivm]")
+    mos.add_argument("--workers", type=int, default=2, help="local worker processes [2]")
+    mos.add_argument("--scheduler", help="address of a running Dask scheduler to use instead")
+    mos.add_argument("--overwrite", action="store_true", help="replace existing tile files")
+    mos.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def mosaic(args) -> None:
+    """Coadd L2 files onto sky tiles, as ``romandask mosaic`` was asked."""
+    from .errors import ConfigError
+    from .mosaic import mosaic as run_mosaic
+
+    if len(args.paths) < 2:
+        raise ConfigError("mosaic", f"got {len(args.paths)} path(s)",
+                          "give the L2 file(s) or glob(s), then OUTDIR")
+    *inputs, output = args.paths
+    run_mosaic(inputs, output, pixel_scale=args.pixel_scale, tile_size=args.tile_size,
+               pixfrac=args.pixfrac, kernel=args.kernel, weight=args.weight,
+               workers=args.workers, scheduler=args.scheduler, overwrite=args.overwrite,
+               progress=not args.no_progress, say=_say)
 
 
 def parse_scas(text: str) -> list[int]:
@@ -257,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "inject":
             inject(args)
+            return 0
+        if args.command == "mosaic":
+            mosaic(args)
             return 0
         if args.command == "calibrate":
             from .calibrate.standalone import calibrate

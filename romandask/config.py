@@ -27,7 +27,9 @@ N_PIX = 4088
 #: The 18 SCAs of the WFI.
 ALL_SCAS = tuple(range(1, 19))
 #: Products a run can write (later stages add theirs).
-PRODUCTS = ("counts", "truth", "ramps", "l1", "l2", "footprint")
+PRODUCTS = ("counts", "truth", "ramps", "l1", "l2", "mosaic", "footprint")
+#: Products a run writes when the config does not list them.
+DEFAULT_PRODUCTS = ("counts", "truth", "ramps", "l1", "l2", "footprint")
 #: Sources of the detector model (reference data).
 DETECTOR_MODELS = ("synthetic", "scalar", "caldir")
 CLUSTER_TYPES = ("local", "threads", "address", "slurm")
@@ -135,7 +137,7 @@ class CalibrationConfig:
 @dataclass(frozen=True)
 class OutputConfig:
     directory: Path
-    products: tuple[str, ...] = PRODUCTS
+    products: tuple[str, ...] = DEFAULT_PRODUCTS
     overwrite: bool = False
 
 
@@ -184,6 +186,24 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class MosaicConfig:
+    """The ``mosaic`` section: the sky tile grid and drizzle's parameters
+    (:class:`romandask.mosaic.MosaicOptions`)."""
+
+    pixel_scale: float = 0.055  # arcsec
+    tile_size: int = 2048  # pixels
+    pixfrac: float = 1.0
+    kernel: str = "square"
+    weight: str = "ivm"
+
+    def options(self):
+        from .mosaic import MosaicOptions
+
+        return MosaicOptions(self.pixel_scale, self.tile_size, self.pixfrac, self.kernel,
+                             self.weight)
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int
     survey: SurveyConfig
@@ -194,6 +214,7 @@ class Config:
     cluster: ClusterConfig
     source: Path | None = None  # the YAML file this came from
     calibration: CalibrationConfig = CalibrationConfig()
+    mosaic: MosaicConfig = MosaicConfig()
     #: what validation changed, for the run's output (``plan`` and ``run`` print them)
     notes: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
@@ -644,7 +665,7 @@ def _calibration(data: Any) -> CalibrationConfig:
 def _output(data: Any, base: Path) -> OutputConfig:
     sec = _Section(data, "output", required=True, keys=("directory", "products", "overwrite"))
     directory = _path(sec.get("directory", str), base)
-    products = sec.get("products", list, list(PRODUCTS))
+    products = sec.get("products", list, list(DEFAULT_PRODUCTS))
     for i, p in enumerate(products):
         if p not in PRODUCTS:
             raise ConfigError(f"output.products[{i}]", f"unknown product {p!r}",
@@ -787,7 +808,8 @@ def _cluster(data: Any) -> ClusterConfig:
 def parse_config(data: Any, base: Path = Path("."), source: Path | None = None) -> Config:
     """Validate a config mapping (as read from YAML) into a :class:`Config`."""
     sec = _Section(data, "", required=True, keys=(
-        "seed", "survey", "catalog", "scene", "detector", "calibration", "output", "cluster"))
+        "seed", "survey", "catalog", "scene", "detector", "calibration", "output", "cluster",
+        "mosaic"))
     seed = sec.get("seed", int, 0, minimum=0, maximum=2**63 - 1)
     survey = _survey(sec.raw("survey"), base)
     catalog = _catalog(sec.raw("catalog"), base)
@@ -807,9 +829,10 @@ def parse_config(data: Any, base: Path = Path("."), source: Path | None = None) 
                               "use ols_cas22 or fixed, or longer MA tables")
     output = _output(sec.raw("output"), base)
     cluster = _cluster(sec.raw("cluster"))
+    mosaic = _mosaic(sec.raw("mosaic"), output)
     sec.done()
     return Config(seed, survey, catalog, scene, detector, output, cluster, source, calibration,
-                  notes=_tile_note(sec.raw("detector"), detector))
+                  mosaic, notes=_tile_note(sec.raw("detector"), detector))
 
 
 def _tile_note(data: Any, detector: DetectorConfig) -> tuple[str, ...]:
@@ -819,6 +842,26 @@ def _tile_note(data: Any, detector: DetectorConfig) -> tuple[str, ...]:
         return (f"note: detector.tile {given} is larger than detector.window "
                 f"{detector.window}; using one tile of {detector.tile} pixels per image",)
     return ()
+
+
+def _mosaic(data: Any, output: OutputConfig) -> MosaicConfig:
+    """The ``mosaic`` section (the tiles coadd the run's L2 files: product l2 needed)."""
+    sec = _Section(data, "mosaic", keys=("pixel_scale", "tile_size", "pixfrac", "kernel",
+                                         "weight"))
+    defaults = MosaicConfig()
+    cfg = MosaicConfig(
+        pixel_scale=sec.get("pixel_scale", float, defaults.pixel_scale),
+        tile_size=sec.get("tile_size", int, defaults.tile_size),
+        pixfrac=sec.get("pixfrac", float, defaults.pixfrac),
+        kernel=sec.get("kernel", str, defaults.kernel),
+        weight=sec.get("weight", str, defaults.weight))
+    sec.done()
+    cfg.options().check({k: f"mosaic.{k}" for k in ("pixel_scale", "tile_size", "pixfrac",
+                                                     "kernel", "weight")})
+    if "mosaic" in output.products and "l2" not in output.products:
+        raise ConfigError("output.products", "mosaic coadds the run's L2 files, but l2 is "
+                          "not listed", "add l2 to output.products")
+    return cfg
 
 
 class _Loader(yaml.SafeLoader):

@@ -478,7 +478,7 @@ def truth_table(survey: Survey) -> dict[str, np.ndarray]:
 def output_paths(config: Config) -> dict[str, Path]:
     out = config.output.directory
     return {"store": out / store.STORE_NAME, "l1": out / "l1", "l2": out / "l2",
-            "footprint": out / "footprint.png"}
+            "mosaic": out / "mosaic", "footprint": out / "footprint.png"}
 
 
 def detector_record(det: DetectorConfig, seed: int) -> dict:
@@ -704,6 +704,9 @@ def clear_outputs(config: Config) -> None:
             for stale in paths[kind].glob("*" + suffix):
                 stale.unlink()  # an earlier run's files, which may name other exposures
             remove_partial_files(paths[kind])
+    from .mosaic import clear_outputs as clear_mosaic
+
+    clear_mosaic(paths["mosaic"])
 
 
 def survey_dataset(survey: Survey, needs: Needs | None = None
@@ -808,6 +811,11 @@ def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Path]:
         config.output.directory.mkdir(parents=True, exist_ok=True)
         if in_store:
             written.update(simulate(survey, client, needs, progress, resume, say))
+        if "mosaic" in products:
+            from .mosaic import survey_mosaic
+
+            written["mosaic"] = survey_mosaic(config, written["l2"], paths["mosaic"], client,
+                                              say, partial_path(paths["store"]))
 
     if "footprint" in config.output.products:
         from .plots import plot_footprint

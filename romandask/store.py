@@ -20,6 +20,12 @@ Layout of ``<output.directory>/romandask.zarr``::
     /truth            one row per (exposure, SCA, source): exposure, sca, id,
                       ra, dec, x, y (0-based window pixels), flux (electrons
                       over the exposure), type ('PSF' or 'SER')
+    /mosaic           (product mosaic) the L3 tiles: data, err, var_poisson,
+                      var_rnoise (MJy/sr and its square), weight, exposure_time
+                      (s), each (tile, y, x) float32 with one entry along tile
+                      per (tile, filter) and chunks of one tile; coordinates
+                      tile_name, filter, ring, cell, tx, ty along tile
+                      (:func:`romandask.mosaic.create_store_group`)
 
 The store is written under a temporary name and renamed when complete, so a
 store with the final name is always whole.  Its skeleton (metadata,

@@ -179,3 +179,12 @@ def test_quickstart_run_writes_cube_and_footprint(tmp_path):
     rate = ds.l2_data.median(dim=("y", "x")).values
     expected = med / ds.exposure_time.values[:, None] / 2.0   # 2 e-/DN
     assert np.all((rate / expected > 0.97) & (rate / expected < 1.2))
+    # L3: the quick-start coadds its L2 files onto sky tiles, in MJy/sr
+    tiles = sorted((out / "mosaic").glob("*_F158_coadd.asdf"))
+    assert len(tiles) > 10 and (out / "mosaic" / "mosaic_F158.png").exists()
+    mosaic = xr.open_zarr(out / store.STORE_NAME, group="mosaic")
+    assert mosaic.sizes["tile"] == len(tiles)
+    with rdm.open(files[0]) as model:
+        conversion = float(model.meta.photometry.conversion_megajanskys)
+    sky = float(np.nanmedian(mosaic.data.values))
+    assert 0.9 < sky / (float(np.median(rate)) * conversion) < 1.1
