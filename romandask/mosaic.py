@@ -691,6 +691,7 @@ def plot_mosaic(results: Sequence[TileResult], grid: TileGrid, filt: str, path: 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     mine = [r for r in results if r.filter == filt and r.preview is not None]
     regions = sorted({r.tile.region for r in mine})
@@ -724,6 +725,7 @@ def plot_mosaic(results: Sequence[TileResult], grid: TileGrid, filt: str, path: 
                      f"{ra0:.3f}, {dec0:.3f}): {len(here)} tiles", fontsize=9)
         ax.set_xlabel(f"region pixel x (east to the left; {step:g} px per preview px)")
         ax.set_ylabel("region pixel y (north up)")
+        ax.xaxis.set_major_locator(MaxNLocator(5))   # pixel numbers of 5 digits stay apart
         fig.colorbar(im, ax=ax, shrink=0.8, label="MJy/sr")
     fig.suptitle(f"romandask mosaic {filt}: {len(mine)} tiles of {grid.tile_size}$^2$ pixels "
                  f"of {grid.pixel_scale:g}\"", fontsize=10)
@@ -776,14 +778,12 @@ def build(jobs: Sequence[TileJob]):
 def run_jobs(jobs: Sequence[TileJob], client, progress: bool,
              say: Callable[[str], None]) -> list[TileResult]:
     """Compute the jobs on ``client`` (None: the current scheduler), then the PNGs."""
-    from dask import delayed
-
     from .cluster import compute
 
     t0 = time.perf_counter()
     npieces = sum(len(j.inputs) for j in jobs)
     say(f"mosaic: {npieces} (input, tile) resamplings onto {len(jobs)} (tile, filter) coadds")
-    results = list(compute(delayed(build(jobs)), client, progress)) if jobs else []
+    results = compute(build(jobs), client, progress, "tiles") if jobs else []
     written = [r for r in results if r.path is not None]
     if jobs:
         grid = jobs[0].options.grid
