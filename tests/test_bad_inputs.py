@@ -1,7 +1,7 @@
 """Every bad input to every command, as a table.
 
 Each row is one command line (``run``, ``plan``, ``calibrate``, ``inject``,
-``reffiles``) with one thing wrong.  Every row must give exit status 2,
+``mosaic``, ``reffiles``) with one thing wrong.  Every row must give exit status 2,
 exactly one line on stderr (no traceback) naming what is wrong, and write
 nothing: the files of an earlier run and every input stay byte for byte as
 they were, and no new file or directory appears.
@@ -153,6 +153,14 @@ CONFIGS = {
         ("cluster", "needs", "detector.tile")),
     "catalog file missing": (run_config({"catalog": {"file": "nope.ecsv", "synthetic": None}}),
                              ("nope.ecsv",)),
+    "mosaic without l2": (run_config({"output": {"products": ["l1", "mosaic"]}}),
+                          ("output.products", "add l2")),
+    "mosaic pixel scale 0": (run_config({"output": {"products": ["l1", "l2", "mosaic"]},
+                                         "mosaic": {"pixel_scale": 0}}),
+                             ("mosaic.pixel_scale",)),
+    "mosaic kernel unknown": (run_config({"output": {"products": ["l1", "l2", "mosaic"]},
+                                          "mosaic": {"kernel": "bilinear"}}),
+                              ("mosaic.kernel",)),
 }
 
 ROWS: list[Row] = []
@@ -295,6 +303,38 @@ ROWS += [
     Row("reffiles: OUTDIR under a file",
         lambda ws, tmp: ["reffiles", str(ws.root / "afile" / "caldir")],
         ("afile", "not a writable directory")),
+]
+
+
+def mosaic(*parts, flags=()):
+    """``romandask mosaic`` of ``parts`` (paths, or functions of (ws, tmp))."""
+    def argv(ws, tmp):
+        return ["mosaic", *[str(p(ws, tmp) if callable(p) else p) for p in parts],
+                "--workers", "1", "--no-progress", *flags]
+    return argv
+
+
+def mosaic_out(ws, tmp):
+    return tmp / "mosaic"
+
+
+ROWS += [
+    Row("mosaic: no file matches",
+        mosaic(lambda ws, tmp: tmp / "l2" / "*_cal.asdf", mosaic_out), ("matches no file",)),
+    Row("mosaic: pixel scale 0",
+        mosaic(good_l2(0), mosaic_out, flags=("--pixel-scale", "0")), ("--pixel-scale",)),
+    Row("mosaic: negative pixel scale",
+        mosaic(good_l2(0), mosaic_out, flags=("--pixel-scale", "-0.1")), ("--pixel-scale",)),
+    Row("mosaic: OUTDIR under a file",
+        mosaic(good_l2(0), lambda ws, tmp: ws.root / "afile" / "mosaic"),
+        ("afile", "not a writable directory")),
+    Row("mosaic: an L1 file", mosaic(lambda ws, tmp: ws.l1[0], mosaic_out),
+        ("_uncal.asdf",)),
+    Row("mosaic: an L2 file cut to half beside a good one",
+        mosaic(good_l2(0), lambda ws, tmp: ws.cut(ws.l2[1]), mosaic_out),
+        ("wfi02_cal.asdf", "is damaged", "cut short")),
+    Row("mosaic: input missing", mosaic(lambda ws, tmp: tmp / "nope_cal.asdf", mosaic_out),
+        ("nope_cal.asdf",)),
 ]
 
 
