@@ -106,7 +106,8 @@ def write_l2_files(tmp_path: Path, exposures, stars: dict, window: int = 192,
                  "type": np.full(m, "PSF")}
         sim = {**sim_record(view, window, truth), **calibration_record("ols_cas22", 1.0)}
         n = window + 8
-        model = l2_model(arrays, l1_meta(exp, view), gwcs_from_galsim(view.wcs, origin),
+        wcs = gwcs_from_galsim(view.wcs, origin, shape=(window, window))
+        model = l2_model(arrays, l1_meta(exp, view), wcs,
                          l1_data=np.zeros((1, n, n), np.uint16),
                          amp33=np.zeros((1, n, 128), np.uint16),
                          photometry=photometry_meta(exp.filter, 1.0), sim=sim,
