@@ -23,6 +23,8 @@ checks that the rest of the calibration adds nothing.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pytest
 from roman_datamodels.dqflags import pixel as pixelflags
@@ -102,6 +104,7 @@ def _closure(window: int, fitter: str, tile: int, realizations: int):
     return recovered, sky, term, white, se
 
 
+@lru_cache(maxsize=None)
 def _fit_bias(fitter: str) -> tuple[float, float]:
     """The fit's own relative bias at the sky's rate, and its standard error,
     from 10^6 bare ramps (MA table 4, 11 e- read noise: the synthetic detector's

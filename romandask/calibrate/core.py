@@ -223,8 +223,8 @@ def calibrate_block(data: np.ndarray, rows: tuple[int, int], cols: tuple[int, in
     y = np.clip(np.arange(*ext_rows), 0, frame - 1)
     x = np.clip(np.arange(*ext_cols), 0, frame - 1)
     chan = channel_of(frame_index(model.window)[x])
-    raw = steps.apply_reference_correction(
-        raw, common[:nres][:, y], channel[:nres][:, chan][:, :, y].transpose(0, 2, 1))
+    raw = steps.apply_reference_correction(raw, common[:nres][:, y], channel[:nres][:, :, y],
+                                           chan)
     raw -= bias
 
     # 5. linearity

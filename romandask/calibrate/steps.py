@@ -153,9 +153,14 @@ def reference_offsets(ref_rows: np.ndarray, ref_level: np.ndarray, ref_channels:
 
 
 def apply_reference_correction(data: np.ndarray, common_rows: np.ndarray,
-                               channel: np.ndarray) -> np.ndarray:
-    """``data`` (nres, ny, nx) less the row (nres, ny) and channel (nres, ny, nx) terms."""
-    return data - common_rows[:, :, None] - channel
+                               channel_rows: np.ndarray, chan: np.ndarray) -> np.ndarray:
+    """``data`` (nres, ny, nx, float64) less, in place, the row term (nres, ny)
+    and each column's channel term (``channel_rows`` (nres, 32, ny), ``chan``
+    (nx,) the channel of each column), one resultant at a time."""
+    for i in range(data.shape[0]):
+        data[i] -= common_rows[i][:, None]
+        data[i] -= channel_rows[i][chan].T
+    return data
 
 
 @numba.njit(cache=True, nogil=True)
