@@ -32,6 +32,8 @@ PRODUCTS = ("counts", "truth", "ramps", "l1", "l2", "mosaic", "footprint")
 DEFAULT_PRODUCTS = ("counts", "truth", "ramps", "l1", "l2", "footprint")
 #: Sources of the detector model (reference data).
 DETECTOR_MODELS = ("synthetic", "scalar", "caldir")
+#: How the synthetic sky is drawn: one cap over the footprint, or per HEALPix pixel.
+PARTITIONS = ("cap", "healpix")
 CLUSTER_TYPES = ("local", "threads", "address", "slurm")
 
 _REQUIRED = object()
@@ -69,6 +71,7 @@ class SyntheticCatalogConfig:
     galaxy_mag_range: tuple[float, float] = (18.0, 26.0)
     star_mag_range: tuple[float, float] = (16.0, 24.0)
     density_scale: float = 1.0
+    partition: str = "cap"  # cap: one cap over the footprint; healpix: drawn per pixel
 
 
 @dataclass(frozen=True)
@@ -498,6 +501,15 @@ def _catalog(data: Any, base: Path) -> CatalogConfig:
                           "name a catalog file, or write `synthetic: {}`")
     if sec.has("file"):
         path = _path(sec.get("file", str), base)
+        if path.is_dir():
+            from .scene.healpix import INDEX_NAME
+
+            if not (path / INDEX_NAME).is_file():
+                raise ConfigError("catalog.file", f"{path} is a directory without "
+                                  f"{INDEX_NAME}", "give an ECSV or Parquet file, or a "
+                                  "HEALPix-partitioned catalog directory (README, Catalogs)")
+            sec.done()
+            return CatalogConfig(file=path)
         if not path.is_file():
             raise ConfigError("catalog.file", f"file not found: {path}",
                               "give the path of an ECSV or Parquet catalog, relative to "
@@ -517,9 +529,11 @@ def _catalog(data: Any, base: Path) -> CatalogConfig:
                               "give [bright, faint] AB magnitudes with bright < faint")
         ranges[key] = (float(value[0]), float(value[1]))
     scale = syn.get("density_scale", float, 1.0, minimum=0.0)
+    partition = syn.get("partition", str, "cap", choices=PARTITIONS)
     syn.done()
     sec.done()
-    return CatalogConfig(synthetic=SyntheticCatalogConfig(**ranges, density_scale=scale))
+    return CatalogConfig(synthetic=SyntheticCatalogConfig(**ranges, density_scale=scale,
+                                                          partition=partition))
 
 
 def _scene(data: Any) -> SceneConfig:

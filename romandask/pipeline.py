@@ -123,13 +123,35 @@ class Survey:
         return self.config.survey.scas
 
 
+def footprint_pixels(views: list[SCAView], margin_deg: float, nside: int) -> np.ndarray:
+    """The HEALPix pixels (NESTED) that may hold a source within the margin of a view."""
+    from .scene.healpix import pixels_near
+
+    return np.unique(np.concatenate([pixels_near(*v.corners(), margin_deg, nside)
+                                     for v in views]))
+
+
 def load_catalog(config: Config, views: list[SCAView]):
-    """The run's catalog: the configured file, or a synthetic sky over the footprint."""
+    """The run's catalog: the configured file (of a partitioned one, the pixels the
+    footprint touches), or a synthetic sky over the footprint (one cap, or the
+    HEALPix pixels it touches)."""
     filters = sorted({e.filter for e in config.survey.exposures})
+    margin_deg = (config.scene.margin + 2) * 0.12 / 3600.0
     if config.catalog.file is not None:
+        if config.catalog.file.is_dir():
+            from .scene.healpix import PartitionedCatalog
+
+            cat = PartitionedCatalog(config.catalog.file)
+            return cat.read(footprint_pixels(views, margin_deg, cat.nside), filters)
         return read_catalog(config.catalog.file, filters)
     syn = config.catalog.synthetic
-    margin_deg = (config.scene.margin + 2) * 0.12 / 3600.0
+    if syn.partition == "healpix":
+        from .scene.healpix import SKY_NSIDE, synthesize_pixels
+
+        return synthesize_pixels(config.seed, footprint_pixels(views, margin_deg, SKY_NSIDE),
+                                 SKY_NSIDE, filters, galaxy_mag_range=syn.galaxy_mag_range,
+                                 star_mag_range=syn.star_mag_range,
+                                 density_scale=syn.density_scale)
     ra, dec, radius = footprint_cap(views, margin_deg)
     return synthesize_catalog(ra, dec, radius, rng.generator(config.seed, "catalog"),
                               galaxy_mag_range=syn.galaxy_mag_range,

@@ -36,9 +36,14 @@ def fingerprint(config: Config) -> str:
         output=dataclasses.replace(config.output, overwrite=False))
     digest = hashlib.sha256(repr(neutral).encode())
     if config.catalog.file is not None:
-        with open(config.catalog.file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        path = config.catalog.file
+        # a partitioned catalog: every file of the directory, in name order
+        files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+        for name in files:
+            digest.update(name.name.encode())
+            with open(name, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
     return f"romandask {__version__}\nconfig {digest.hexdigest()}\n"
 
 
