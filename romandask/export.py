@@ -198,12 +198,24 @@ def visit_metadata(exposures: Iterable[Exposure], exposure: Exposure) -> dict[st
     :func:`l1_model` gives ``meta.visit`` the exposure's own start time and
     ``nexposures`` 1.
     """
-    visit = observation_ids(exposure)["visit"]
-    members = [e for e in exposures if observation_ids(e)["visit"] == visit]
-    if exposure not in members:
+    exposures = list(exposures)
+    if exposure not in exposures:
         raise ValueError(f"exposure {exposure.id} is not one of the given exposures")
-    start = min(e.start_time for e in members)
-    return {"visit": {"start_time": _utc(start), "nexposures": len(members)}}
+    return visits_metadata(exposures)[exposure.id]
+
+
+def visits_metadata(exposures: Iterable[Exposure]) -> dict[int, dict[str, Any]]:
+    """:func:`visit_metadata` of every exposure, by exposure id, in one pass (O(N))."""
+    exposures = list(exposures)
+    visits = [observation_ids(e)["visit"] for e in exposures]
+    start: dict[str, Any] = {}
+    count: dict[str, int] = {}
+    for e, visit in zip(exposures, visits):
+        start[visit] = min(start.get(visit, e.start_time), e.start_time)
+        count[visit] = count.get(visit, 0) + 1
+    entries = {visit: {"visit": {"start_time": _utc(start[visit]), "nexposures": count[visit]}}
+               for visit in start}
+    return {e.id: entries[visit] for e, visit in zip(exposures, visits)}
 
 
 # --------------------------------------------------------------------------

@@ -480,6 +480,15 @@ def _l2_part(result: np.ndarray, index: int) -> np.ndarray:
     return (part.astype(np.uint32) if index == 4 else part.astype(np.float32))[None, None]
 
 
+def truth_rows(truth: dict[str, np.ndarray]) -> dict[tuple[int, int], np.ndarray]:
+    """The rows of each (exposure id, SCA) in the truth table, in table order (O(N log N))."""
+    order = np.lexsort((truth["sca"], truth["exposure"]))  # stable: table order kept
+    exposure, sca = truth["exposure"][order], truth["sca"][order]
+    cuts = np.flatnonzero((np.diff(exposure) != 0) | (np.diff(sca) != 0)) + 1
+    return {(int(exposure[a]), int(sca[a])): order[a:b]
+            for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(order)]) if b > a}
+
+
 def truth_table(survey: Survey) -> dict[str, np.ndarray]:
     """Truth of every (exposure, SCA, source): 0-based window x, y; flux in electrons."""
     parts = []
@@ -580,7 +589,7 @@ def product_tasks(survey: Survey, ds: xr.Dataset, truth: dict, partial: Path,
                   needs: Needs | None = None) -> list[Delayed]:
     """One Delayed per pending (exposure, SCA): its store chunks, then its L1 and L2
     files (read back from those chunks), then its progress marker."""
-    from .export import visit_metadata
+    from .export import visits_metadata
 
     cfg = survey.config
     products = set(cfg.output.products)
@@ -594,12 +603,14 @@ def product_tasks(survey: Survey, ds: xr.Dataset, truth: dict, partial: Path,
                 ("l2", functools.partial(l2_file_task, fitter=cfg.calibration.fitter)))
                if kind in products]
     files, marks = {}, {}
+    visits = visits_metadata(survey.exposures)
+    rows = truth_rows(truth)
     for ie, isca in pending:
         view = survey.views[ie * len(survey.scas) + isca]
         writes = write_keys.get((ie, isca), [])
-        mine = (truth["exposure"] == view.exposure.id) & (truth["sca"] == view.sca)
+        mine = rows.get((view.exposure.id, view.sca), np.zeros(0, np.int64))
         subset = {name: values[mine] for name, values in truth.items()}
-        visit = visit_metadata(survey.exposures, view.exposure)
+        visit = visits[view.exposure.id]
         keys = []
         for k, (kind, task) in enumerate(writers):
             keys.append((files_name, ie, isca, k))
