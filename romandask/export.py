@@ -665,6 +665,27 @@ def fits_cards(filter_name: str, sca: int, fitter: str, units: str = "romandask"
             "FITTER": fitter}
 
 
+def l2_fits_hdus(arrays: Mapping[str, np.ndarray], header, meta_cards: Mapping[str, Any],
+                 layout: str = "gen_cal_image"):
+    """The HDUs of an L2 image's FITS companion in one of
+    :data:`romandask.config.FITS_LAYOUTS` (see :func:`write_l2_fits`)."""
+    from .wcs import fits_image_hdus
+
+    if layout not in FITS_LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(FITS_LAYOUTS)}, got {layout!r}")
+    cards = {**meta_cards, "FITSLAYO": (layout, "layout of this file's HDUs")}
+    if layout == "romandask":
+        names = ("data", "err", "dq", "var_poisson", "var_rnoise")   # SCI, ERR, DQ, ...
+        return fits_image_hdus({name: arrays[name] for name in names}, header, cards)
+    from .calibrate.gen_cal_image import good_pixels
+
+    data = np.asarray(arrays["data"], np.float32)
+    dq = np.asarray(arrays["dq"], np.uint32)
+    masked = np.where(good_pixels(dq), data, np.float32(FITS_BAD_VALUE)).astype(np.float32)
+    return fits_image_hdus({"data": data, "dq": dq, "masked": masked}, header, cards,
+                           primary="data")
+
+
 def write_l2_fits(path: Path, arrays: Mapping[str, np.ndarray], header,
                   meta_cards: Mapping[str, Any], layout: str = "gen_cal_image") -> Path:
     """Write the FITS companion of an L2 image in one of
@@ -676,27 +697,23 @@ def write_l2_fits(path: Path, arrays: Mapping[str, np.ndarray], header,
     (:func:`romandask.calibrate.gen_cal_image.good_pixels`: its DQ bits,
     grown; saturated pixels are kept).  ``romandask``: an empty primary HDU
     and SCI, ERR, DQ, VAR_POISSON, VAR_RNOISE.  Every HDU carries the WCS
-    cards of ``header``; see :func:`romandask.wcs.write_fits_image`, which
-    writes the file (under a temporary name, renamed when whole; the same
-    inputs give the same bytes).
+    cards of ``header`` (see :func:`romandask.wcs.write_fits_image`).  The
+    file is written under a temporary name and renamed when whole; the same
+    inputs give the same bytes.
     """
-    from .calibrate.core import OUTPUTS
-    from .wcs import write_fits_image
-
-    if layout not in FITS_LAYOUTS:
-        raise ValueError(f"layout must be one of {', '.join(FITS_LAYOUTS)}, got {layout!r}")
-    cards = {**meta_cards, "FITSLAYO": (layout, "layout of this file's HDUs")}
-    if layout == "romandask":
-        write_fits_image(path, {name: arrays[name] for name in OUTPUTS}, header, cards)
-        return Path(path)
-    from .calibrate.gen_cal_image import good_pixels
-
-    data = np.asarray(arrays["data"], np.float32)
-    dq = np.asarray(arrays["dq"], np.uint32)
-    masked = np.where(good_pixels(dq), data, np.float32(FITS_BAD_VALUE)).astype(np.float32)
-    write_fits_image(path, {"data": data, "dq": dq, "masked": masked}, header, cards,
-                     primary="data")
+    hdus = l2_fits_hdus(arrays, header, meta_cards, layout)
+    with atomic_path(Path(path)) as partial:
+        hdus.writeto(partial, overwrite=True, output_verify="exception")
     return Path(path)
+
+
+def fits_companion_bytes(header, window: int, layout: str) -> int:
+    """The size of one FITS companion of a ``window`` x ``window`` L2 image."""
+    zeros = {name: np.zeros((window, window), np.uint32 if name == "dq" else np.float32)
+             for name in ("data", "err", "var_poisson", "var_rnoise", "dq")}
+    buffer = io.BytesIO()
+    l2_fits_hdus(zeros, header, fits_cards("F158", 1, "fixed"), layout).writeto(buffer)
+    return buffer.tell()
 
 
 def l2_model(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], wcs, *,

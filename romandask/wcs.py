@@ -727,7 +727,15 @@ def write_fits_image(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
     romandask.errors.OutputError
         If the file cannot be written; nothing is left behind then.
     """
-    path = Path(path)
+    hdus = fits_image_hdus(arrays, header, meta_cards, primary=primary)
+    with atomic_path(Path(path)) as partial:
+        hdus.writeto(partial, overwrite=True, output_verify="exception")
+
+
+def fits_image_hdus(arrays: Mapping[str, np.ndarray], header: fits.Header,
+                    meta_cards: Mapping[str, Any] | None = None, *,
+                    primary: str | None = None) -> fits.HDUList:
+    """The HDUs :func:`write_fits_image` writes (same arguments, same checks)."""
     primary_array = primary
     if not arrays:
         raise ValueError("no arrays to write")
@@ -762,6 +770,4 @@ def write_fits_image(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
     hdus = [fits.PrimaryHDU(data=data, header=primary_header)]
     for name, array in zip(names, rest.values()):
         hdus.append(fits.ImageHDU(data=_fits_array(array), header=wcs_cards.copy(), name=name))
-
-    with atomic_path(Path(path)) as partial:
-        fits.HDUList(hdus).writeto(partial, overwrite=True, output_verify="exception")
+    return fits.HDUList(hdus)

@@ -155,6 +155,11 @@ CONFIGS = {
                              ("nope.ecsv",)),
     "mosaic without l2": (run_config({"output": {"products": ["l1", "mosaic"]}}),
                           ("output.products", "add l2")),
+    "fits without l2": (run_config({"output": {"products": ["l1", "fits"]}}),
+                        ("output.products", "fits", "add l2")),
+    "fits layout unknown": (run_config({"output": {"products": ["l2", "fits"],
+                                                   "fits_layout": "mef"}}),
+                            ("output.fits_layout", "'mef'", "gen_cal_image")),
     "mosaic pixel scale 0": (run_config({"output": {"products": ["l1", "l2", "mosaic"]},
                                          "mosaic": {"pixel_scale": 0}}),
                              ("mosaic.pixel_scale",)),
@@ -226,6 +231,42 @@ ROWS += [
                   cluster={"type": "local", "memory_limit": "lots"}),
         ("cluster.memory_limit", "'lots'")),
 ]
+
+
+def _l1(ws: Workspace, tmp: Path) -> str:
+    return str(ws.l1[0])
+
+
+#: gen_cal_image's keys with bad values, and the keys romandask refuses.
+CALIBRATE_KEYS = [
+    ("SKYORDER not an integer", {"SKYORDER": "two"}, ("SKYORDER", "must be an integer")),
+    ("SKYORDER too high", {"SKYORDER": 12}, ("SKYORDER", "above the maximum 9")),
+    ("SKYORDER negative", {"SKYORDER": -1}, ("SKYORDER", "below the minimum 0")),
+    ("EXCLUDE_FIRST not a boolean", {"EXCLUDE_FIRST": "yes"},
+     ("EXCLUDE_FIRST", "true or false")),
+    ("SATURATION_BACKUP negative", {"SATURATION_BACKUP": -1},
+     ("SATURATION_BACKUP", "below the minimum 0")),
+    ("SATURATION_BACKUP not whole", {"SATURATION_BACKUP": 1.5},
+     ("SATURATION_BACKUP", "must be an integer")),
+    ("SLICEOUT not a boolean", {"SLICEOUT": 1}, ("SLICEOUT", "true or false")),
+    ("REJECTION_THRESHOLD zero", {"REJECTION_THRESHOLD": 0},
+     ("REJECTION_THRESHOLD", "below the minimum")),
+    ("romancal_ramp_fit with another FITTER", {"romancal_ramp_fit": True, "FITTER": "fixed"},
+     ("romancal_ramp_fit", "FITTER is fixed")),
+    ("JUMP_KW snowballs", {"JUMP_KW": {"expand_large_events": True}},
+     ("JUMP_KW.expand_large_events", "snowball")),
+    ("JUMP_KW unknown key", {"JUMP_KW": {"min_jump_areaa": 5}},
+     ("JUMP_KW.min_jump_areaa", "min_jump_area")),
+    ("WFI18 transient correction", {"correct_wfi18_transient": True},
+     ("correct_wfi18_transient", "WFI18")),
+    ("gen_noise_image's NOISE", {"NOISE": {"LAYER": ["RP"]}}, ("NOISE", "gen_noise_image")),
+    ("CALDIR dark_decay", {"CALDIR": {"dark_decay": "decay.asdf"}},
+     ("CALDIR.dark_decay", "dark-decay")),
+    ("UNITS unknown", {"UNITS": "MJy/sr"}, ("UNITS", "'MJy/sr'", "gen_cal_image")),
+    ("FITSLAYOUT unknown", {"FITSLAYOUT": "mef"}, ("FITSLAYOUT", "'mef'", "romandask")),
+]
+ROWS += [Row(f"calibrate: {name}", calibrate(IN=_l1, **entries), expect)
+         for name, entries, expect in CALIBRATE_KEYS]
 
 
 def inject(*paths, flags=()):
