@@ -288,6 +288,17 @@ def out_dir(ws, tmp):
     return tmp / "injected"
 
 
+def l2_in_gen_cal_image_units(ws: Workspace, tmp: Path) -> Path:
+    """An L2 file calibrated with UNITS: gen_cal_image (made once)."""
+    import romandask
+
+    path = ws.root / "units" / "gci_cal.asdf"
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        romandask.calibrate({"IN": str(ws.l1[0]), "OUT": str(path), "UNITS": "gen_cal_image"})
+    return path
+
+
 ROWS += [
     Row("inject: an L2 file cut to half beside a good one",
         inject(good_l2(0), lambda ws, tmp: ws.cut(ws.l2[1]), catalog, out_dir),
@@ -305,6 +316,9 @@ ROWS += [
     Row("inject: an L1 file", inject(lambda ws, tmp: ws.l1[0], catalog,
                                      lambda ws, tmp: tmp / "o.asdf"),
         ("_uncal.asdf", "not L2")),
+    Row("inject: an L2 file in gen_cal_image's units",
+        inject(l2_in_gen_cal_image_units, catalog, lambda ws, tmp: tmp / "o.asdf"),
+        ("gci_cal.asdf", "UNITS: gen_cal_image", "UNITS: romandask")),
     Row("inject: output exists", inject(good_l2(0), catalog, good_l2(1)),
         ("wfi02_cal.asdf", "already exists", "--overwrite")),
     Row("inject: output is the input", inject(good_l2(0), catalog, good_l2(0), flags=(
@@ -360,6 +374,9 @@ def mosaic_out(ws, tmp):
 
 
 ROWS += [
+    Row("mosaic: an L2 file in gen_cal_image's units",
+        mosaic(l2_in_gen_cal_image_units, mosaic_out),
+        ("gci_cal.asdf", "UNITS: gen_cal_image", "UNITS: romandask")),
     Row("mosaic: no file matches",
         mosaic(lambda ws, tmp: tmp / "l2" / "*_cal.asdf", mosaic_out), ("matches no file",)),
     Row("mosaic: pixel scale 0",

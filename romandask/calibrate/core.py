@@ -32,9 +32,9 @@ from . import steps
 from .fixed_fit import (JumpThresholds, RampOptimization, RampTimes, fit_fixed,
                         poisson_coefficient)
 
-__all__ = ["FITTERS", "HALO", "CalOptions", "OUTPUTS", "UNITS", "calibrate_block", "calibrate_frame",
-           "effective_read_noise", "exposure_reference", "fit_ramp", "reference_noise",
-           "science_part"]
+__all__ = ["FITTERS", "HALO", "CalOptions", "OUTPUTS", "UNITS", "calibrate_block",
+           "calibrate_frame", "effective_read_noise", "exposure_reference", "fit_ramp",
+           "reference_noise", "science_part"]
 
 #: Pixels of halo a block needs on each side.
 HALO = 4
