@@ -27,7 +27,7 @@ N_PIX = 4088
 #: The 18 SCAs of the WFI.
 ALL_SCAS = tuple(range(1, 19))
 #: Products a run can write (later stages add theirs).
-PRODUCTS = ("counts", "truth", "ramps", "l1", "l2", "mosaic", "footprint")
+PRODUCTS = ("counts", "truth", "ramps", "l1", "l2", "fits", "mosaic", "footprint")
 #: Products a run writes when the config does not list them.
 DEFAULT_PRODUCTS = ("counts", "truth", "ramps", "l1", "l2", "footprint")
 #: Sources of the detector model (reference data).
@@ -137,11 +137,18 @@ class CalibrationConfig:
                           RampOptimization(**dict(self.ramp_opt)), self.use_jump)
 
 
+#: Layouts of the L2 files' FITS companions (``_asdf_to.fits``): romanimpreprocess
+#: gen_cal_image's (primary HDU: data; then dq; then data with bad pixels at -1000),
+#: the default, and romandask's (SCI, ERR, DQ, VAR_POISSON, VAR_RNOISE extensions).
+FITS_LAYOUTS = ("gen_cal_image", "romandask")
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     directory: Path
     products: tuple[str, ...] = DEFAULT_PRODUCTS
     overwrite: bool = False
+    fits_layout: str = FITS_LAYOUTS[0]
 
 
 @dataclass(frozen=True)
@@ -677,7 +684,8 @@ def _calibration(data: Any) -> CalibrationConfig:
 
 
 def _output(data: Any, base: Path) -> OutputConfig:
-    sec = _Section(data, "output", required=True, keys=("directory", "products", "overwrite"))
+    sec = _Section(data, "output", required=True,
+                   keys=("directory", "products", "overwrite", "fits_layout"))
     directory = _path(sec.get("directory", str), base)
     products = sec.get("products", list, list(DEFAULT_PRODUCTS))
     for i, p in enumerate(products):
@@ -685,8 +693,10 @@ def _output(data: Any, base: Path) -> OutputConfig:
             raise ConfigError(f"output.products[{i}]", f"unknown product {p!r}",
                               f"use any of {', '.join(PRODUCTS)}")
     overwrite = sec.get("overwrite", bool, False)
+    fits_layout = sec.get("fits_layout", str, FITS_LAYOUTS[0], choices=FITS_LAYOUTS)
     sec.done()
-    return OutputConfig(directory, tuple(p for p in PRODUCTS if p in products), overwrite)
+    return OutputConfig(directory, tuple(p for p in PRODUCTS if p in products), overwrite,
+                        fits_layout)
 
 
 _WALLTIME = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d{2})$|^(\d+)$")
@@ -872,6 +882,9 @@ def _mosaic(data: Any, output: OutputConfig) -> MosaicConfig:
     sec.done()
     cfg.options().check({k: f"mosaic.{k}" for k in ("pixel_scale", "tile_size", "pixfrac",
                                                      "kernel", "weight")})
+    if "fits" in output.products and "l2" not in output.products:
+        raise ConfigError("output.products", "fits writes each L2 file's FITS companion, but "
+                          "l2 is not listed", "add l2 to output.products")
     if "mosaic" in output.products and "l2" not in output.products:
         raise ConfigError("output.products", "mosaic coadds the run's L2 files, but l2 is "
                           "not listed", "add l2 to output.products")

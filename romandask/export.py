@@ -74,7 +74,7 @@ from astropy.time import Time, TimeDelta
 from roman_datamodels import datamodels as rdm
 
 from . import __version__
-from .config import N_PIX, Exposure
+from .config import FITS_LAYOUTS, N_PIX, Exposure
 from .errors import InputError, atomic_path
 from .survey.footprint import SCAView
 
@@ -127,6 +127,13 @@ PIXEL_CONVENTION = (
     "pixel centres at integers; a source at (x, y) lies in data[:, y + 4, x + 4] "
     "(the arrays carry the 4-pixel reference border); window_origin: 0-based "
     "coordinates of window pixel (0, 0) in the full 4088 x 4088 science array"
+)
+#: The same for an L2 image, whose arrays hold the science window only.
+L2_PIXEL_CONVENTION = (
+    "truth x, y: 0-based science-pixel coordinates of the simulated window, "
+    "pixel centres at integers; a source at (x, y) lies in data[y, x] (the "
+    "image has no reference border); window_origin: 0-based coordinates of "
+    "window pixel (0, 0) in the full 4088 x 4088 science array"
 )
 
 
@@ -565,20 +572,29 @@ def read_exposure(model, where: str, kind: str):
 
 
 def sim_record(view: SCAView, window: int,
-               truth: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+               truth: Mapping[str, np.ndarray] | None = None, level: str = "L1"
+               ) -> dict[str, Any]:
     """The ``romandask`` entries every file of one SCA carries: the window, the
-    pixel convention and the truth table of its sources."""
+    pixel convention (of an ``L1`` or ``L2`` file's arrays) and the truth
+    table of its sources."""
     bounds = view.bounds
     sim = {
         "version": __version__,
         "window": int(window),
         "window_origin": [bounds.xmin - 1, bounds.ymin - 1],
         "reference_border": N_BORDER,
-        "pixel_convention": PIXEL_CONVENTION,
+        "pixel_convention": pixel_convention(level),
     }
     if truth is not None:
         sim["truth"] = truth_tree(truth)
     return sim
+
+
+def pixel_convention(level: str) -> str:
+    """Where a truth position lies in the arrays of an ``L1`` or ``L2`` file."""
+    if level not in ("L1", "L2"):
+        raise ValueError(f"level must be L1 or L2, got {level!r}")
+    return PIXEL_CONVENTION if level == "L1" else L2_PIXEL_CONVENTION
 
 
 def l1_meta(exposure: Exposure, view: SCAView,
@@ -630,11 +646,86 @@ def photometry_meta(filter_name: str, reference_gain: float) -> dict[str, float]
             "pixel_area": NOMINAL_PIXEL_AREA_SR}
 
 
-def calibration_record(fitter: str, reference_gain: float) -> dict[str, Any]:
+def calibration_record(fitter: str, reference_gain: float, units: str = "romandask",
+                       exclude_first: bool = False) -> dict[str, Any]:
     """What an L2 file records of its calibration under ``romandask``: what
-    source injection needs to refit it as it was fitted."""
+    source injection needs to refit it as it was fitted, and the units of its
+    data (``romandask``: DN/s per nominal pixel at ``reference_gain``, so a
+    source's flux is the sum of data x area; ``gen_cal_image``: see the
+    README's Calibration section)."""
     return {"fitter": str(fitter), "reference_gain": float(reference_gain),
-            "pixel_area_normalised": True}  # DN/s per nominal pixel: sum data x area
+            "units": str(units), "pixel_area_normalised": units == "romandask",
+            "exclude_first": bool(exclude_first)}
+
+
+#: Value of gen_cal_image's bad pixels in its third HDU.
+FITS_BAD_VALUE = -1000.0
+
+
+def fits_companion(l2_path: Path) -> Path:
+    """The FITS companion of an L2 file: ``<its name without .asdf>_asdf_to.fits``."""
+    l2_path = Path(l2_path)
+    if l2_path.suffix != ".asdf":
+        raise ValueError(f"an L2 file name ends in .asdf, got {l2_path.name}")
+    return l2_path.with_name(l2_path.name[: -len(".asdf")] + "_asdf_to.fits")
+
+
+def fits_cards(filter_name: str, sca: int, fitter: str, units: str = "romandask") -> dict:
+    """The primary-header cards of an L2 file's FITS companion."""
+    return {"FILTER": filter_name, "DETECTOR": f"WFI{sca:02d}", "BUNIT": "DN/s",
+            "UNITS": (units, "romandask | gen_cal_image: README, Calibration"),
+            "FITTER": fitter}
+
+
+def l2_fits_hdus(arrays: Mapping[str, np.ndarray], header, meta_cards: Mapping[str, Any],
+                 layout: str = "gen_cal_image"):
+    """The HDUs of an L2 image's FITS companion in one of
+    :data:`romandask.config.FITS_LAYOUTS` (see :func:`write_l2_fits`)."""
+    from .wcs import fits_image_hdus
+
+    if layout not in FITS_LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(FITS_LAYOUTS)}, got {layout!r}")
+    cards = {**meta_cards, "FITSLAYO": (layout, "layout of this file's HDUs")}
+    if layout == "romandask":
+        names = ("data", "err", "dq", "var_poisson", "var_rnoise")   # SCI, ERR, DQ, ...
+        return fits_image_hdus({name: arrays[name] for name in names}, header, cards)
+    from .calibrate.gen_cal_image import good_pixels
+
+    data = np.asarray(arrays["data"], np.float32)
+    dq = np.asarray(arrays["dq"], np.uint32)
+    masked = np.where(good_pixels(dq), data, np.float32(FITS_BAD_VALUE)).astype(np.float32)
+    return fits_image_hdus({"data": data, "dq": dq, "masked": masked}, header, cards,
+                           primary="data")
+
+
+def write_l2_fits(path: Path, arrays: Mapping[str, np.ndarray], header,
+                  meta_cards: Mapping[str, Any], layout: str = "gen_cal_image") -> Path:
+    """Write the FITS companion of an L2 image in one of
+    :data:`romandask.config.FITS_LAYOUTS`.
+
+    ``gen_cal_image``: the primary HDU holds the data (float32), the first
+    extension (``DQ``) the pixel flags, the second (``MASKED``) the data with
+    the pixels gen_cal_image's mask rejects set to :data:`FITS_BAD_VALUE`
+    (:func:`romandask.calibrate.gen_cal_image.good_pixels`: its DQ bits,
+    grown; saturated pixels are kept).  ``romandask``: an empty primary HDU
+    and SCI, ERR, DQ, VAR_POISSON, VAR_RNOISE.  Every HDU carries the WCS
+    cards of ``header`` (see :func:`romandask.wcs.write_fits_image`).  The
+    file is written under a temporary name and renamed when whole; the same
+    inputs give the same bytes.
+    """
+    hdus = l2_fits_hdus(arrays, header, meta_cards, layout)
+    with atomic_path(Path(path)) as partial:
+        hdus.writeto(partial, overwrite=True, output_verify="exception")
+    return Path(path)
+
+
+def fits_companion_bytes(header, window: int, layout: str) -> int:
+    """The size of one FITS companion of a ``window`` x ``window`` L2 image."""
+    zeros = {name: np.zeros((window, window), np.uint32 if name == "dq" else np.float32)
+             for name in ("data", "err", "var_poisson", "var_rnoise", "dq")}
+    buffer = io.BytesIO()
+    l2_fits_hdus(zeros, header, fits_cards("F158", 1, "fixed"), layout).writeto(buffer)
+    return buffer.tell()
 
 
 def l2_model(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], wcs, *,

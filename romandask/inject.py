@@ -73,6 +73,7 @@ from typing import Any, Callable
 
 import galsim
 import numpy as np
+from roman_datamodels.dqflags import group as groupflags
 from roman_datamodels.dqflags import pixel as pixelflags
 
 from . import rng
@@ -140,6 +141,7 @@ class L2Image:
     fitter: str
     exposure_key: int           # identifies (exposure, SCA) for the random draws
     per_maggie: float           # e-/s of a 1-maggie source: the file's own flux scale
+    exclude_first: bool = False  # its calibration left the first resultant out
 
 
 def _fits_wcs(model, shape, where: str):
@@ -197,6 +199,11 @@ def describe(model, options: InjectOptions = InjectOptions(), where: str = "L2")
         raise InputError(where, f"meta.instrument.optical_element is {filt!r}",
                          f"give an imaging exposure ({', '.join(FILTERS)})")
     sim = sim_entries(model)
+    units = str(sim.get("units", "romandask"))
+    if units != "romandask":
+        raise InputError(where, f"is in {units}'s units (UNITS: {units}), which have no "
+                         "one flux scale", "inject into an L2 file calibrated with "
+                         "UNITS: romandask")
     det = _detector_model(model, sca, shape[0], options)
     fitter = options.fitter or str(sim.get("fitter", "ols_cas22"))
     if fitter == "likely" and table.nresultants < LIKELY_MIN_RESULTANTS:
@@ -211,7 +218,8 @@ def describe(model, options: InjectOptions = InjectOptions(), where: str = "L2")
                    reference_gain=gain,
                    per_nominal_pixel=bool(sim.get("pixel_area_normalised", False)),
                    fitter=fitter, exposure_key=zlib.crc32(identity.encode()),
-                   per_maggie=file_flux_scale(model, filt, gain))
+                   per_maggie=file_flux_scale(model, filt, gain),
+                   exclude_first=bool(sim.get("exclude_first", False)))
 
 
 def file_flux_scale(model, filter_name: str, reference_gain: float) -> float:
@@ -334,7 +342,10 @@ def inject_block(arrays: Mapping[str, np.ndarray], expected: np.ndarray, region,
     added = apportion(injected_e, pixel_index[mask], table, key)
     ramps = np.stack([virtual, virtual + added], axis=1)        # (nres, 2, npix)
     npix = virtual.shape[1]
-    fit = fit_ramp(options, ramps, np.zeros(ramps.shape, np.uint8),
+    groupdq = np.zeros(ramps.shape, np.uint8)
+    if image.exclude_first:  # as the file was calibrated
+        groupdq[0] = np.uint8(groupflags.DO_NOT_USE)
+    fit = fit_ramp(options, ramps, groupdq,
                    np.broadcast_to(read_noise, (2, npix)), np.broadcast_to(gain, (2, npix)),
                    table, RampTimes.from_pattern(table.read_pattern, table.frame_time))
     before = {k: v[0] for k, v in fit.items()}

@@ -259,6 +259,11 @@ def describe(path: Path, step: int = SAMPLE_STEP
             # romanisim (0.15) writes the pixel area as a signed area, negative for
             # a mirrored (left-handed) pixel grid, and the conversion with it
             conversion, area = -float(conversion), -float(area)
+        record = model[TREE_KEY] if TREE_KEY in model else {}
+        units = str(record.get("units", "romandask")) if hasattr(record, "get") else "romandask"
+        if units != "romandask" and not flux_done:
+            raise InputError(where, f"is in {units}'s units (UNITS: {units}), which have no "
+                             "one flux scale", "coadd L2 files calibrated with UNITS: romandask")
         if conversion is None or not np.isfinite(float(conversion)) or float(conversion) <= 0:
             raise InputError(where, "has no usable meta.photometry.conversion_megajanskys",
                              "give L2 files calibrated through the photom step (or with data "

@@ -564,7 +564,7 @@ def l2_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: Detec
     nres = int(ds["nresultants"][ie])
     arrays = {name: ds[f"l2_{name}"][ie, isca].values for name in OUTPUTS}
     gain = detector_model(det, seed, view.sca).reference_gain()
-    sim = {**sim_record(view, det.window, truth), **file_record(view, det, seed),
+    sim = {**sim_record(view, det.window, truth, level="L2"), **file_record(view, det, seed),
            **calibration_record(fitter, gain)}
     origin = (view.bounds.xmin - 1, view.bounds.ymin - 1)
     n = det.window
@@ -579,9 +579,33 @@ def l2_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: Detec
     return path
 
 
+def fits_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: DetectorConfig,
+                   seed: int, truth: dict, visit: dict, directory: Path,
+                   fitter: str = DEFAULT_FITTER, layout: str = "gen_cal_image") -> Path:
+    """Write the FITS companion of one (exposure, SCA)'s L2 file from the store:
+    ``<L2 name without .asdf>_asdf_to.fits`` beside it, in ``layout``
+    (:func:`romandask.export.write_l2_fits`)."""
+    from .calibrate.core import OUTPUTS
+    from .export import fits_cards, fits_companion, l2_filename, write_l2_fits
+    from .wcs import fits_header_from_galsim
+
+    ds = xr.open_zarr(store_path, consolidated=False, chunks=None)  # NumPy, not Dask
+    arrays = {name: ds[f"l2_{name}"][ie, isca].values for name in OUTPUTS}
+    header = fits_header_from_galsim(view.wcs, (view.bounds.xmin - 1, view.bounds.ymin - 1))
+    path = fits_companion(directory / l2_filename(view.exposure, view.sca))
+    return write_l2_fits(path, arrays, header,
+                         fits_cards(view.exposure.filter, view.sca, fitter), layout)
+
+
 def _after(written, task: Callable, *args):
     """Call ``task`` once ``written`` (Dask dependencies, e.g. store chunks) is done."""
     return task(*args)
+
+
+#: Where each kind of file goes (its key in :func:`output_paths`): FITS beside the L2.
+_FILE_DIRS = {"fits": "l2"}
+#: The file kinds a run writes per (exposure, SCA), and their name endings.
+FILE_SUFFIXES = {"l1": "_uncal.asdf", "l2": "_cal.asdf", "fits": "_cal_asdf_to.fits"}
 
 
 def product_tasks(survey: Survey, ds: xr.Dataset, truth: dict, partial: Path,
@@ -598,9 +622,12 @@ def product_tasks(survey: Survey, ds: xr.Dataset, truth: dict, partial: Path,
         ds, partial, needs.annotation("write") if needs else None)
     token = tokenize(write_layer, pending)
     files_name, mark_name = "files-" + token, "mark-" + token
+    fitter = cfg.calibration.fitter
     writers = [(kind, task) for kind, task in
                (("l1", l1_file_task),
-                ("l2", functools.partial(l2_file_task, fitter=cfg.calibration.fitter)))
+                ("l2", functools.partial(l2_file_task, fitter=fitter)),
+                ("fits", functools.partial(fits_file_task, fitter=fitter,
+                                           layout=cfg.output.fits_layout)))
                if kind in products]
     files, marks = {}, {}
     visits = visits_metadata(survey.exposures)
@@ -615,7 +642,7 @@ def product_tasks(survey: Survey, ds: xr.Dataset, truth: dict, partial: Path,
         for k, (kind, task) in enumerate(writers):
             keys.append((files_name, ie, isca, k))
             files[keys[-1]] = (_after, writes, task, partial, ie, isca, view, cfg.detector,
-                               cfg.seed, subset, visit, paths[kind])
+                               cfg.seed, subset, visit, paths[_FILE_DIRS.get(kind, kind)])
         marks[(mark_name, ie, isca)] = (progress.mark, ie, isca, writes, keys)
     with _annotated(needs, "files"):
         files_layer = MaterializedLayer(files)
@@ -732,11 +759,12 @@ def clear_outputs(config: Config) -> None:
         if path.exists():
             shutil.rmtree(path)
     paths["footprint"].unlink(missing_ok=True)
-    for kind, suffix in (("l1", "_uncal.asdf"), ("l2", "_cal.asdf")):
-        if paths[kind].is_dir():
-            for stale in paths[kind].glob("*" + suffix):
+    for kind, suffix in FILE_SUFFIXES.items():
+        directory = paths[_FILE_DIRS.get(kind, kind)]
+        if directory.is_dir():
+            for stale in directory.glob("*" + suffix):
                 stale.unlink()  # an earlier run's files, which may name other exposures
-            remove_partial_files(paths[kind])
+            remove_partial_files(directory)
     from .mosaic import clear_outputs as clear_mosaic
 
     clear_mosaic(paths["mosaic"])
@@ -798,18 +826,20 @@ def simulate(survey: Survey, client, needs: Needs | None, progress: Progress, re
     if pending:
         t0 = time.perf_counter()
         jobs = product_tasks(survey, ds, truth, partial, progress, pending, needs)
-        files = ", ".join(k.upper() for k in ("l1", "l2") if k in products)
+        files = ", ".join(k.upper() for k in FILE_SUFFIXES if k in products)
         say(f"simulating {' and '.join(stages)}: {ntiles} tiles"
             + (f"; writing {files} files" if files else ""))
         compute(jobs, client, config.cluster.progress, "(exposure, SCA) products")
         say(f"{len(pending)} (exposure, SCA) products done in "
             f"{time.perf_counter() - t0:.1f} s")
     written = {}
-    for kind in ("l1", "l2"):
+    for kind in FILE_SUFFIXES:
         if kind in products:
-            remove_partial_files(paths[kind])  # of writers killed and run again
-            written[kind] = [paths[kind] / name for name in product_names(survey, kind)]
-            say(f"{kind.upper()}: {len(written[kind])} ASDF files in {paths[kind]}")
+            directory = paths[_FILE_DIRS.get(kind, kind)]
+            remove_partial_files(directory)  # of writers killed and run again
+            written[kind] = [directory / name for name in product_names(survey, kind)]
+            what = "FITS" if kind == "fits" else "ASDF"
+            say(f"{kind.upper()}: {len(written[kind])} {what} files in {directory}")
     return written
 
 
@@ -866,9 +896,11 @@ def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Path]:
 
 
 def product_names(survey: Survey, kind: str) -> list[str]:
-    """The L1 or L2 file names of the survey, in (exposure, SCA) order."""
-    from .export import l1_filename, l2_filename
+    """The L1, L2 or FITS file names of the survey, in (exposure, SCA) order."""
+    from .export import fits_companion, l1_filename, l2_filename
 
+    if kind == "fits":
+        return [fits_companion(Path(name)).name for name in product_names(survey, "l2")]
     name = l1_filename if kind == "l1" else l2_filename
     return [name(view.exposure, view.sca) for view in survey.views]
 

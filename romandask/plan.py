@@ -24,6 +24,8 @@ from .pipeline import Survey, TileTask, tile_tasks
 from .scene.psf import psf_model
 from .scene.render import render_counts
 
+#: Image planes of an L2 file's FITS companion, by layout.
+FITS_PLANES = {"gen_cal_image": 3, "romandask": 5}
 #: A measured tile is at most this many pixels on a side.
 _MEASURE_SIDE = 256
 #: At most this many sources are drawn to time the per-source cost.
@@ -80,6 +82,15 @@ def product_bytes(survey: Survey, n_truth: int) -> dict[str, int]:
         out["counts (float32)"] = n_img * cfg.detector.window ** 2 * 4
     if "truth" in cfg.output.products:
         out["truth table"] = n_truth * (8 * 8 + 3 * 8)
+    if "fits" in cfg.output.products and survey.views:
+        from .export import fits_companion_bytes
+        from .wcs import fits_header_from_galsim
+
+        layout = cfg.output.fits_layout
+        view = survey.views[0]
+        header = fits_header_from_galsim(view.wcs, (view.bounds.xmin - 1, view.bounds.ymin - 1))
+        out[f"FITS files ({n_img}, {layout} layout, {FITS_PLANES[layout]} planes)"] = \
+            n_img * fits_companion_bytes(header, cfg.detector.window, layout)
     return out
 
 

@@ -682,11 +682,13 @@ def _fits_array(array: np.ndarray) -> np.ndarray:
 
 
 def write_fits_image(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
-                     header: fits.Header, meta_cards: Mapping[str, Any] | None = None) -> None:
+                     header: fits.Header, meta_cards: Mapping[str, Any] | None = None, *,
+                     primary: str | None = None) -> None:
     """Write the FITS companion (``_asdf_to.fits``) of an L2 image.
 
-    The primary HDU (no data) carries ``header`` (its structural cards
-    dropped) and ``meta_cards``; then comes one ``ImageHDU`` per array, in
+    The primary HDU carries ``header`` (its structural cards dropped) and
+    ``meta_cards``, and no data unless ``primary`` names one of the arrays,
+    which it then holds; then comes one ``ImageHDU`` per (other) array, in
     the order given, named by :data:`EXTNAMES` (``data`` -> ``SCI``, ``err``
     -> ``ERR`` ...; other names upper-cased), each carrying the WCS cards of
     ``header`` so that viewers show sky coordinates.  float16 arrays are
@@ -712,6 +714,9 @@ def write_fits_image(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
         ``KEY: (value, comment)``; keys longer than 8 characters become
         ``HIERARCH`` cards.  They replace cards of ``header`` of the same
         name (e.g. the ``TELESCOP`` of a GalSim header), WCS cards excepted.
+    primary : str, optional
+        The array the primary HDU holds (romanimpreprocess's layout puts the
+        data there); the others follow as image extensions.
 
     Raises
     ------
@@ -722,7 +727,16 @@ def write_fits_image(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
     romandask.errors.OutputError
         If the file cannot be written; nothing is left behind then.
     """
-    path = Path(path)
+    hdus = fits_image_hdus(arrays, header, meta_cards, primary=primary)
+    with atomic_path(Path(path)) as partial:
+        hdus.writeto(partial, overwrite=True, output_verify="exception")
+
+
+def fits_image_hdus(arrays: Mapping[str, np.ndarray], header: fits.Header,
+                    meta_cards: Mapping[str, Any] | None = None, *,
+                    primary: str | None = None) -> fits.HDUList:
+    """The HDUs :func:`write_fits_image` writes (same arguments, same checks)."""
+    primary_array = primary
     if not arrays:
         raise ValueError("no arrays to write")
     shapes = {name: np.shape(a) for name, a in arrays.items()}
@@ -732,26 +746,28 @@ def write_fits_image(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
         raise ValueError("the header uses sim_to_isim's 0-based CRPIX; convert it with "
                          "window_header(header, origin) first")
 
-    primary = fits.Header()
+    primary_header = fits.Header()
     for card in header.cards:
         if not _STRUCTURAL.match(card.keyword):
-            primary.append(card)
+            primary_header.append(card)
     for key, value in (meta_cards or {}).items():
         card = _meta_card(key, value)
         if _WCS_KEY.match(card.keyword) or _STRUCTURAL.match(card.keyword):
             raise ValueError(f"meta card {key!r} would replace a WCS or structural card")
-        if card.keyword in primary:
-            primary[card.keyword] = (card.value, card.comment)
+        if card.keyword in primary_header:
+            primary_header[card.keyword] = (card.value, card.comment)
         else:
-            primary.append(card)
+            primary_header.append(card)
     wcs_cards = fits.Header([card for card in header.cards if _WCS_KEY.match(card.keyword)])
 
-    names = [EXTNAMES.get(name, name.upper()) for name in arrays]
+    if primary_array is not None and primary_array not in arrays:
+        raise ValueError(f"primary names no array: {primary_array!r}")
+    rest = {name: array for name, array in arrays.items() if name != primary_array}
+    names = [EXTNAMES.get(name, name.upper()) for name in rest]
     if len(set(names)) != len(names):
         raise ValueError(f"extension names repeat: {names}")
-    hdus = [fits.PrimaryHDU(header=primary)]
-    for name, array in zip(names, arrays.values()):
+    data = None if primary_array is None else _fits_array(arrays[primary_array])
+    hdus = [fits.PrimaryHDU(data=data, header=primary_header)]
+    for name, array in zip(names, rest.values()):
         hdus.append(fits.ImageHDU(data=_fits_array(array), header=wcs_cards.copy(), name=name))
-
-    with atomic_path(Path(path)) as partial:
-        fits.HDUList(hdus).writeto(partial, overwrite=True, output_verify="exception")
+    return fits.HDUList(hdus)

@@ -155,6 +155,11 @@ CONFIGS = {
                              ("nope.ecsv",)),
     "mosaic without l2": (run_config({"output": {"products": ["l1", "mosaic"]}}),
                           ("output.products", "add l2")),
+    "fits without l2": (run_config({"output": {"products": ["l1", "fits"]}}),
+                        ("output.products", "fits", "add l2")),
+    "fits layout unknown": (run_config({"output": {"products": ["l2", "fits"],
+                                                   "fits_layout": "mef"}}),
+                            ("output.fits_layout", "'mef'", "gen_cal_image")),
     "mosaic pixel scale 0": (run_config({"output": {"products": ["l1", "l2", "mosaic"]},
                                          "mosaic": {"pixel_scale": 0}}),
                              ("mosaic.pixel_scale",)),
@@ -228,6 +233,42 @@ ROWS += [
 ]
 
 
+def _l1(ws: Workspace, tmp: Path) -> str:
+    return str(ws.l1[0])
+
+
+#: gen_cal_image's keys with bad values, and the keys romandask refuses.
+CALIBRATE_KEYS = [
+    ("SKYORDER not an integer", {"SKYORDER": "two"}, ("SKYORDER", "must be an integer")),
+    ("SKYORDER too high", {"SKYORDER": 12}, ("SKYORDER", "above the maximum 9")),
+    ("SKYORDER negative", {"SKYORDER": -1}, ("SKYORDER", "below the minimum 0")),
+    ("EXCLUDE_FIRST not a boolean", {"EXCLUDE_FIRST": "yes"},
+     ("EXCLUDE_FIRST", "true or false")),
+    ("SATURATION_BACKUP negative", {"SATURATION_BACKUP": -1},
+     ("SATURATION_BACKUP", "below the minimum 0")),
+    ("SATURATION_BACKUP not whole", {"SATURATION_BACKUP": 1.5},
+     ("SATURATION_BACKUP", "must be an integer")),
+    ("SLICEOUT not a boolean", {"SLICEOUT": 1}, ("SLICEOUT", "true or false")),
+    ("REJECTION_THRESHOLD zero", {"REJECTION_THRESHOLD": 0},
+     ("REJECTION_THRESHOLD", "below the minimum")),
+    ("romancal_ramp_fit with another FITTER", {"romancal_ramp_fit": True, "FITTER": "fixed"},
+     ("romancal_ramp_fit", "FITTER is fixed")),
+    ("JUMP_KW snowballs", {"JUMP_KW": {"expand_large_events": True}},
+     ("JUMP_KW.expand_large_events", "snowball")),
+    ("JUMP_KW unknown key", {"JUMP_KW": {"min_jump_areaa": 5}},
+     ("JUMP_KW.min_jump_areaa", "min_jump_area")),
+    ("WFI18 transient correction", {"correct_wfi18_transient": True},
+     ("correct_wfi18_transient", "WFI18")),
+    ("gen_noise_image's NOISE", {"NOISE": {"LAYER": ["RP"]}}, ("NOISE", "gen_noise_image")),
+    ("CALDIR dark_decay", {"CALDIR": {"dark_decay": "decay.asdf"}},
+     ("CALDIR.dark_decay", "dark-decay")),
+    ("UNITS unknown", {"UNITS": "MJy/sr"}, ("UNITS", "'MJy/sr'", "gen_cal_image")),
+    ("FITSLAYOUT unknown", {"FITSLAYOUT": "mef"}, ("FITSLAYOUT", "'mef'", "romandask")),
+]
+ROWS += [Row(f"calibrate: {name}", calibrate(IN=_l1, **entries), expect)
+         for name, entries, expect in CALIBRATE_KEYS]
+
+
 def inject(*paths, flags=()):
     """An inject command line: input paths (functions of ws, tmp), then flags."""
     def argv(ws: Workspace, tmp: Path) -> list[str]:
@@ -247,6 +288,17 @@ def out_dir(ws, tmp):
     return tmp / "injected"
 
 
+def l2_in_gen_cal_image_units(ws: Workspace, tmp: Path) -> Path:
+    """An L2 file calibrated with UNITS: gen_cal_image (made once)."""
+    import romandask
+
+    path = ws.root / "units" / "gci_cal.asdf"
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        romandask.calibrate({"IN": str(ws.l1[0]), "OUT": str(path), "UNITS": "gen_cal_image"})
+    return path
+
+
 ROWS += [
     Row("inject: an L2 file cut to half beside a good one",
         inject(good_l2(0), lambda ws, tmp: ws.cut(ws.l2[1]), catalog, out_dir),
@@ -264,6 +316,9 @@ ROWS += [
     Row("inject: an L1 file", inject(lambda ws, tmp: ws.l1[0], catalog,
                                      lambda ws, tmp: tmp / "o.asdf"),
         ("_uncal.asdf", "not L2")),
+    Row("inject: an L2 file in gen_cal_image's units",
+        inject(l2_in_gen_cal_image_units, catalog, lambda ws, tmp: tmp / "o.asdf"),
+        ("gci_cal.asdf", "UNITS: gen_cal_image", "UNITS: romandask")),
     Row("inject: output exists", inject(good_l2(0), catalog, good_l2(1)),
         ("wfi02_cal.asdf", "already exists", "--overwrite")),
     Row("inject: output is the input", inject(good_l2(0), catalog, good_l2(0), flags=(
@@ -319,6 +374,9 @@ def mosaic_out(ws, tmp):
 
 
 ROWS += [
+    Row("mosaic: an L2 file in gen_cal_image's units",
+        mosaic(l2_in_gen_cal_image_units, mosaic_out),
+        ("gci_cal.asdf", "UNITS: gen_cal_image", "UNITS: romandask")),
     Row("mosaic: no file matches",
         mosaic(lambda ws, tmp: tmp / "l2" / "*_cal.asdf", mosaic_out), ("matches no file",)),
     Row("mosaic: pixel scale 0",

@@ -232,3 +232,138 @@ def test_jump_thresholds_run_log_linearly():
     assert t.threshold(1e5) == pytest.approx(4.5)
     with pytest.raises(ValueError):
         JumpThresholds(IthreshA=10.0, IthreshB=1.0)
+
+
+# --------------------------------------------------------------------------
+# gen_cal_image's options: units, EXCLUDE_FIRST, SATURATION_BACKUP, SLICEOUT
+# --------------------------------------------------------------------------
+
+def _ipc_forward(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """out[y, x] = sum over (dy, dx) of image[y - dy, x - dx] K[1 + dy, 1 + dx, y - dy, x - dx],
+    nothing from beyond the image (the ipc4d convention, written out)."""
+    n = image.shape[0]
+    out = np.zeros_like(image)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            source = np.pad(image * kernel[1 + dy, 1 + dx], 1)
+            out += source[1 - dy:1 - dy + n, 1 - dx:1 - dx + n]
+    return out
+
+
+def _gen_cal_image_flat(model) -> np.ndarray:
+    """The window's flat as gen_cal_image divides by it: g^-1 K^-1 g F, K^-1 to second
+    order (out <- out + gF - K out, twice), F clipped to [0.1, 10], g to >= 0.1."""
+    inside = slice(NBORDER, N + NBORDER)
+    region = model.region(inside, inside)
+    g = np.maximum(region.gain.astype(np.float64), 0.1)
+    image = g * np.clip(region.flat.astype(np.float64), 0.1, 10.0)
+    kernel = region.ipc.astype(np.float64)
+    out = image.copy()
+    for _ in range(2):
+        out = out + image - _ipc_forward(out, kernel)
+    return out / g
+
+
+def test_gen_cal_image_units_are_romandask_units_times_the_documented_map():
+    """UNITS gen_cal_image over UNITS romandask is g_ref F A^2 / (g F~) pixel by pixel,
+    to float32 precision (README, Calibration: output units); variances follow squared."""
+    model, _, _, data, amp33, _ = _frame("synthetic", 3, 8.0)
+    yy, xx = np.mgrid[0:N, 0:N] / N
+    area = 0.97 + 0.05 * xx * yy + 0.01 * np.sin(7 * xx)     # a distorted pixel grid
+    ours = calibrate_frame(data, amp33, model, TABLE, CalOptions(fitter="fixed"), area=area,
+                           tile=64)
+    theirs = calibrate_frame(data, amp33, model, TABLE,
+                             CalOptions(fitter="fixed", units="gen_cal_image"), area=area,
+                             tile=48)
+    inside = slice(NBORDER, N + NBORDER)
+    region = model.region(inside, inside)
+    flat, gain = region.flat.astype(np.float64), region.gain.astype(np.float64)
+    tilde = _gen_cal_image_flat(model)
+    mapping = model.reference_gain() * flat * area ** 2 / (gain * tilde)
+    np.testing.assert_array_equal(ours["dq"], theirs["dq"])
+    ok = np.isfinite(ours["data"])
+    np.testing.assert_array_equal(ok, np.isfinite(theirs["data"]))
+    assert ok.mean() > 0.99
+    # the map is not trivial: gain and flat scatter, IPC, the pixel area
+    assert mapping[ok].std() > 0.01
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for name, power in (("data", 1), ("err", 1), ("var_poisson", 2), ("var_rnoise", 2)):
+            a = ours[name].astype(np.float64)[ok]
+            b = theirs[name].astype(np.float64)[ok]
+            keep = np.abs(a) > 1e-3 * np.abs(a).max()
+            np.testing.assert_allclose(b[keep] / a[keep], mapping[ok][keep] ** power,
+                                       rtol=3e-6, err_msg=name)
+
+
+def test_exclude_first_drops_the_first_resultant_from_the_fit():
+    """With exclude_first, whatever the first resultant holds does not change a bit."""
+    model, _, _, data, amp33, _ = _frame("synthetic", 3, 8.0)
+    spoiled = data.astype(np.int64)
+    spoiled[0, NBORDER:-NBORDER, NBORDER:-NBORDER] += 300      # science pixels only
+    spoiled = spoiled.astype(data.dtype)
+    for fitter in ("fixed", "ols_cas22"):
+        options = CalOptions(fitter=fitter, exclude_first=True)
+        a = calibrate_frame(data, amp33, model, TABLE, options, tile=64)
+        b = calibrate_frame(spoiled, amp33, model, TABLE, options, tile=64)
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=f"{fitter} {name}")
+        c = calibrate_frame(spoiled, amp33, model, TABLE, CalOptions(fitter=fitter), tile=64)
+        assert np.nanmean(np.abs(c["data"] - a["data"])) > 0.1 * np.nanmedian(a["err"])
+        # and the fit without the first resultant is still unbiased and as noisy as said
+        l2, truth = _calibrated("synthetic", 3, 8.0, fitter)
+        pull = (a["data"] - truth) / a["err"]
+        ok = np.isfinite(pull) & ((a["dq"] & BAD) == 0)
+        assert abs(np.mean(pull[ok])) < 0.1 and 0.9 < np.std(pull[ok]) < 1.1
+        assert np.nanmedian(a["err"]) > np.nanmedian(l2["err"])   # one resultant fewer
+
+
+def test_saturation_backup_flags_resultants_of_several_reads_before():
+    pattern = [[1, 2], [3, 4], [5], [6, 7], [8, 9]]
+    flags = np.zeros((5, 1, 3), np.uint8)
+    sat = np.uint8(steps._SATURATED)
+    flags[3:, 0, 0] = sat       # saturated from [6, 7]: [5] (one read) stops the backup
+    flags[2:, 0, 1] = sat       # from [5]: [3, 4], then [1, 2]
+    for passes, expect in ((0, ([3, 4], [2, 3, 4])), (1, ([3, 4], [1, 2, 3, 4])),
+                           (2, ([3, 4], [0, 1, 2, 3, 4])), (5, ([3, 4], [0, 1, 2, 3, 4]))):
+        out = steps.back_up_saturation(flags.copy(), pattern, passes)
+        for pixel_index, resultants in enumerate(expect):
+            assert list(np.flatnonzero(out[:, 0, pixel_index])) == resultants, (passes,
+                                                                                pixel_index)
+        assert not out[:, 0, 2].any()
+
+
+def test_sliceout_records_the_last_resultant_before_saturation():
+    model, _, _, data, amp33, _ = _frame("synthetic", 3, 0.0)
+    hot = data.copy()
+    where = {(20, 30): 5, (40, 41): 1, (60, 70): 0, (80, 90): 8}     # frame pixel: first
+    for (y, x), first in where.items():                               # saturated resultant
+        hot[first:, y, x] = 65535
+    for backup in (0, 1):
+        out = calibrate_frame(hot, amp33, model, TABLE,
+                              CalOptions(fitter="fixed", sliceout=True,
+                                         saturation_backup=backup), tile=64)
+        assert out["endslice"].dtype == np.int8
+        expect = np.full((N, N), -1)
+        for (y, x), first in where.items():
+            # backed up once where the resultant before averages several reads
+            if backup and first > 0 and len(TABLE.read_pattern[first - 1]) > 1:
+                first -= 1
+            expect[y - NBORDER, x - NBORDER] = first - 1 if first > 0 else -1
+        saturated = (out["dq"] & pixelflags.SATURATED) != 0
+        np.testing.assert_array_equal(out["endslice"][~saturated], -1)
+        for (y, x) in where:
+            assert saturated[y - NBORDER, x - NBORDER]
+            assert out["endslice"][y - NBORDER, x - NBORDER] == expect[y - NBORDER, x - NBORDER]
+
+
+def test_ramps_without_their_first_resultant_get_few_false_jumps():
+    """The fixed fit's steps for several hits run only where a jump is found, on ramps
+    with resultants left out as on whole ones."""
+    false = pixels = 0
+    for exposure in range(1, 9):
+        model, _, _, data, amp33, _ = _frame("synthetic", exposure, 0.0)
+        l2 = calibrate_frame(data, amp33, model, TABLE,
+                             CalOptions(fitter="fixed", exclude_first=True), tile=64)
+        false += int(((l2["dq"] & pixelflags.JUMP_DET) != 0).sum())
+        pixels += l2["dq"].size
+    assert false / pixels < 1e-4, (false, pixels)

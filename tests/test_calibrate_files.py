@@ -35,6 +35,10 @@ def l1_run(tmp_path_factory):
     return tmp, written
 
 
+#: gen_cal_image's defaults turned to a run's calibration: every resultant, no backup.
+AS_A_RUN = {"EXCLUDE_FIRST": False, "SATURATION_BACKUP": 0}
+
+
 def _write_config(path, **entries):
     path.write_text(yaml.safe_dump(entries))
     return path
@@ -43,8 +47,11 @@ def _write_config(path, **entries):
 def test_calibrate_reproduces_the_run_l2_files(l1_run, tmp_path):
     """The standalone path rebuilds the detector model and WCS the L1 files carry."""
     _, written = l1_run
+    # a run's calibration uses every resultant and no saturation backup, and its
+    # FITS companions here take romandask's layout
     config = _write_config(tmp_path / "cal.yaml", IN=str(written["l1"][0].parent / "*_uncal.asdf"),
-                           OUT=str(tmp_path / "l2"), FITTER="fixed", FITSOUT=True)
+                           OUT=str(tmp_path / "l2"), FITTER="fixed", FITSOUT=True,
+                           FITSLAYOUT="romandask", **AS_A_RUN)
     out = romandask.calibrate(str(config))
     assert len(out) == 2
     for path in out:
@@ -197,7 +204,7 @@ def test_romanisim_l1_calibrates_like_romanisim_l2(tmp_path):
     header.write_text(fits_header_from_galsim(wcs, (0, 0)).tostring(sep="\n"))
     config = _write_config(
         tmp_path / "c.yaml", IN=str(pair["l1_path"]), OUT=str(tmp_path / "ours_cal.asdf"),
-        FITSWCS=str(header), FITTER="ols_cas22",
+        FITSWCS=str(header), FITTER="ols_cas22", **AS_A_RUN,
         DETECTOR={"model": "scalar", "scalar": {
             "gain": float(pair["gain"]), "read_noise": float(pair["read_noise"]),
             "dark_current": float(pair["dark_current"]),
@@ -258,7 +265,7 @@ def romanisim_cosmic_rays(tmp_path_factory):
     ours = {}
     for fitter in (None, "ols_cas22"):
         entries = dict(IN=str(pair["l1_path"]), OUT=str(tmp / f"ours_{fitter}.asdf"),
-                       FITSWCS=str(tmp / "wcs.txt"),
+                       FITSWCS=str(tmp / "wcs.txt"), **AS_A_RUN,
                        DETECTOR={"model": "scalar", "scalar": {
                            "gain": float(pair["gain"]), "read_noise": float(pair["read_noise"]),
                            "dark_current": float(pair["dark_current"]),
@@ -315,3 +322,236 @@ def test_romanisim_multi_hit_pixels_are_not_outliers(romanisim_cosmic_rays):
                 assert outliers < limit, (k, outliers)
             elif k >= 2:
                 assert outliers > limit, (k, outliers)     # what the default fit repairs
+
+
+# --------------------------------------------------------------------------
+# gen_cal_image's keys, its units and its FITS layout
+# --------------------------------------------------------------------------
+
+def _fits(path):
+    from astropy.io import fits
+
+    with fits.open(path) as hdul:
+        return [(h.header.copy(), None if h.data is None else np.array(h.data)) for h in hdul]
+
+
+def test_gen_cal_image_defaults_hold(l1_run, tmp_path):
+    """FITTER absent is the seed's fixed-weight fit; EXCLUDE_FIRST, SATURATION_BACKUP and
+    REJECTION_THRESHOLD default as in gen_cal_image; JUMP_DETECT_PARS reach the fit."""
+    from romandask.calibrate.fixed_fit import JumpThresholds, RampOptimization
+    from romandask.calibrate.standalone import load_calibrate_config
+
+    _, written = l1_run
+    base = {"IN": str(written["l1"][0]), "OUT": str(tmp_path / "o.asdf")}
+    (job,) = load_calibrate_config(base).jobs
+    opts = job.options
+    assert (opts.fitter, opts.exclude_first, opts.saturation_backup) == ("fixed", True, 1)
+    assert opts.rejection_threshold == 4.5 and opts.units == "romandask" and opts.use_jump
+    assert opts.jump == JumpThresholds() == JumpThresholds(5.5, 4.5, 1.0, 1000.0)
+    assert opts.optimization == RampOptimization(0.4, 1.8, 6.5)
+    assert job.fits_target is None and job.fits_layout == "gen_cal_image"
+    assert job.skyorder is None and not opts.sliceout
+    (job,) = load_calibrate_config({**base, "JUMP_DETECT_PARS": {
+        "SthreshA": 6.0, "SthreshB": 5.0, "IthreshA": 0.6, "IthreshB": 600.0}}).jobs
+    assert job.options.jump == JumpThresholds(6.0, 5.0, 0.6, 600.0)
+    (job,) = load_calibrate_config({**base, "romancal_ramp_fit": True,
+                                    "REJECTION_THRESHOLD": 6.0}).jobs
+    assert job.options.fitter == "likely" and job.options.rejection_threshold == 6.0
+    (job,) = load_calibrate_config({**base, "JUMP_KW": {"expand_large_events": False,
+                                                        "min_jump_area": 6},
+                                    "correct_wfi18_transient": False,
+                                    "wfi18_mask_rows": True}).jobs
+    assert job.options.fitter == "fixed"
+
+
+def test_jump_detect_pars_are_honoured_by_the_default_fit(l1_run, tmp_path):
+    """Jumps planted in an L1 file are flagged by the default fit; with thresholds of
+    1000 sigma they are not."""
+    _, written = l1_run
+    planted = tmp_path / "jumps_uncal.asdf"
+    pixels = [(10 + 2 * k, 6 + 3 * k) for k in range(8)]      # frame (y, x)
+    with asdf.open(written["l1"][0], lazy_load=False) as af:
+        data = np.array(af.tree["roman"]["data"])
+        for y, x in pixels:
+            data[5:, y, x] += 3000          # a cosmic ray arriving in resultant 5
+        af.tree["roman"]["data"] = data
+        af.write_to(planted)
+    flagged = {}
+    for name, pars in (("default", None), ("high", {"SthreshA": 1000.0, "SthreshB": 1000.0})):
+        entries = dict(IN=str(planted), OUT=str(tmp_path / f"{name}.asdf"))
+        if pars:
+            entries["JUMP_DETECT_PARS"] = pars
+        (path,) = romandask.calibrate(str(_write_config(tmp_path / f"{name}.yaml", **entries)))
+        with rdm.open(path) as model:
+            assert model["romandask"]["fitter"] == "fixed"
+            jump = (np.asarray(model.dq) & 4) != 0
+        flagged[name] = [bool(jump[y - 4, x - 4]) for y, x in pixels]
+        flagged[name + " elsewhere"] = int(jump.sum()) - sum(flagged[name])
+    assert all(flagged["default"]) and not any(flagged["high"]), flagged
+    assert flagged["high elsewhere"] == 0
+
+
+def test_units_gen_cal_image_is_the_documented_map_of_romandask_units(l1_run, tmp_path):
+    """One L1 file calibrated in both units: data, err and the variances (float32 in
+    romandask's FITS layout) differ by g_ref F A^2 / (g F~) and its square."""
+    from romandask.detector.model import model_from_record
+    from romandask.export import fits_companion, sim_entries
+    from romandask.wcs import pixel_area_map, read_fits_header
+
+    from test_calibrate import _gen_cal_image_flat
+
+    _, written = l1_run
+    out = {}
+    for units in ("romandask", "gen_cal_image"):
+        config = _write_config(tmp_path / f"{units}.yaml", IN=str(written["l1"][0]),
+                               OUT=str(tmp_path / f"{units}_cal.asdf"), UNITS=units,
+                               FITSOUT=True, FITSLAYOUT="romandask")
+        (path,) = romandask.calibrate(str(config))
+        with rdm.open(path) as model:
+            model.validate()
+            sim = sim_entries(model)
+            assert sim["units"] == units and sim["pixel_area_normalised"] == (units == "romandask")
+            conversion = model.meta.photometry.conversion_megajanskys
+            assert (conversion is None) == (units == "gen_cal_image")
+            data = np.asarray(model.data, np.float64)
+        hdus = {h["EXTNAME"]: a for h, a in _fits(fits_companion(path))[1:]}
+        np.testing.assert_array_equal(hdus["SCI"], data)
+        assert _fits(fits_companion(path))[0][0]["UNITS"] == units
+        out[units] = {name: hdus[ext].astype(np.float64) for name, ext in
+                      (("data", "SCI"), ("err", "ERR"), ("var_poisson", "VAR_POISSON"),
+                       ("var_rnoise", "VAR_RNOISE"))}
+        out[units]["dq"] = hdus["DQ"]
+    with rdm.open(written["l1"][0]) as l1:
+        sim = sim_entries(l1)
+        n = l1.data.shape[-1] - 8
+        model = model_from_record(sim["detector"], int(l1.meta.instrument.detector[3:]), n)
+        import galsim
+
+        wcs = galsim.GSFitsWCS(header=galsim.FitsHeader(
+            header=read_fits_header(str(sim["fits_wcs"]))))
+    area = pixel_area_map(wcs, (0, 0), slice(0, n), slice(0, n))
+    inside = slice(4, n + 4)
+    region = model.region(inside, inside)
+    import test_calibrate
+
+    old_n = test_calibrate.N
+    test_calibrate.N = n
+    try:
+        tilde = _gen_cal_image_flat(model)
+    finally:
+        test_calibrate.N = old_n
+    mapping = model.reference_gain() * region.flat * area ** 2 / (region.gain * tilde)
+    a, b = out["romandask"], out["gen_cal_image"]
+    np.testing.assert_array_equal(a["dq"], b["dq"])
+    ok = np.isfinite(a["data"])
+    assert ok.mean() > 0.99 and np.array_equal(ok, np.isfinite(b["data"]))
+    for name, power in (("data", 1), ("err", 1), ("var_poisson", 2), ("var_rnoise", 2)):
+        keep = ok & (np.abs(a[name]) > 1e-3 * np.nanmax(np.abs(a[name])))
+        np.testing.assert_allclose(b[name][keep] / a[name][keep], mapping[keep] ** power,
+                                   rtol=3e-6, err_msg=name)
+
+
+def test_fitsout_takes_gen_cal_image_layout(l1_run, tmp_path):
+    """Primary HDU: the data; then the dq; then the data with the pixels gen_cal_image's
+    grown mask rejects at -1000 (saturated pixels kept)."""
+    from romandask.calibrate.gen_cal_image import good_pixels
+    from romandask.export import fits_companion
+
+    _, written = l1_run
+    config = _write_config(tmp_path / "c.yaml", IN=str(written["l1"][0]),
+                           OUT=str(tmp_path / "a_cal.asdf"), FITSOUT=True)
+    (path,) = romandask.calibrate(str(config))
+    with rdm.open(path) as model:
+        data, dq = np.asarray(model.data), np.asarray(model.dq)
+    hdus = _fits(fits_companion(path))
+    assert len(hdus) == 3 and fits_companion(path).name == "a_cal_asdf_to.fits"
+    (h0, primary), (h1, flags), (h2, masked) = hdus
+    assert primary.dtype.kind == masked.dtype.kind == "f" and primary.dtype.itemsize == 4
+    np.testing.assert_array_equal(primary, data)
+    np.testing.assert_array_equal(flags, dq)
+    good = good_pixels(dq)
+    np.testing.assert_array_equal(masked, np.where(good, data, np.float32(-1000)))
+    assert not good[(dq & 1) != 0].any() and np.isfinite(masked).all()
+    assert h0["FITSLAYO"] == "gen_cal_image" and h0["BUNIT"] == "DN/s"
+    for header in (h0, h1, h2):
+        assert header["CTYPE1"].startswith("RA---TAN")
+
+
+def test_skyorder_subtracts_the_median_fitted_polynomial(l1_run, tmp_path):
+    from romandask.calibrate.gen_cal_image import sky_model
+
+    _, written = l1_run
+    data = {}
+    for order in (None, 0, 2):
+        entries = dict(IN=str(written["l1"][0]), OUT=str(tmp_path / f"sky{order}_cal.asdf"),
+                       SLICEOUT=True)
+        if order is not None:
+            entries["SKYORDER"] = order
+        (path,) = romandask.calibrate(str(_write_config(tmp_path / f"{order}.yaml", **entries)))
+        with rdm.open(path) as model:
+            data[order] = np.asarray(model.data, np.float64)
+            sim = model["romandask"]
+            endslice = np.asarray(sim["endslice"])
+            assert endslice.dtype == np.int8 and endslice.shape == data[order].shape
+            assert (endslice[(np.asarray(model.dq) & 2) == 0] == -1).all()
+            if order is None:
+                assert "sky" not in sim
+                continue
+            coefficients = np.asarray(sim["sky"]["coefficients"])
+            assert sim["sky"]["order"] == order
+            assert len(coefficients) == (order + 1) * (order + 2) // 2
+        np.testing.assert_allclose(data[None] - data[order],
+                                   sky_model(coefficients, order, data[None].shape),
+                                   atol=2e-6 * np.nanmax(np.abs(data[None])), equal_nan=True)
+        if order == 0:
+            # the least-squares constant is the mean of the 8 x 8 block medians
+            n = data[None].shape[0] // 8
+            blocks = data[None].reshape(8, n, 8, n)
+            assert coefficients[0] == pytest.approx(np.nanmedian(blocks, axis=(1, 3)).mean(),
+                                                    rel=1e-12)
+    # the sky is gone: block medians of what is left scatter about zero
+    left = data[2][np.isfinite(data[2])]
+    assert abs(np.median(left)) < 0.1 * np.median(data[None][np.isfinite(data[None])])
+
+
+def test_fit_sky_recovers_a_plane_and_a_quadratic():
+    from romandask.calibrate.gen_cal_image import fit_sky, sky_model
+
+    n = 96
+    truth = np.array([2.0, 0.3, -0.05, -0.4, 0.02, 0.1])     # (0,0) (0,1) (0,2) (1,0) (1,1) (2,0)
+    plane = sky_model(truth[[0, 1, 3]], 1, (n, n))
+    coefficients, model = fit_sky(plane, 1)
+    np.testing.assert_allclose(coefficients, truth[[0, 1, 3]], atol=1e-12)
+    np.testing.assert_allclose(model, plane, atol=1e-12)
+    image = sky_model(truth, 2, (n, n)) + np.random.default_rng(0).normal(0, 0.01, (n, n))
+    image[10:20, 30:40] = np.nan
+    image[50, 50] = 1e6                     # a star: the medians ignore it
+    coefficients, model = fit_sky(image, 2)
+    np.testing.assert_allclose(coefficients, truth, atol=5e-3)
+    with pytest.raises(ValueError, match="sky blocks have data"):
+        fit_sky(np.full((n, n), np.nan), 0)
+
+
+def test_good_pixels_grow_each_flag_as_gen_cal_image(tmp_path):
+    """The mask against the definition: each flag's layer convolved with its kernel."""
+    from scipy.signal import convolve
+
+    from roman_datamodels.dqflags import pixel
+
+    from romandask.calibrate.gen_cal_image import MASK_GROWTH, good_pixels
+
+    g = np.random.default_rng(5)
+    bits = [int(getattr(pixel, name)) for name in MASK_GROWTH] + [int(pixel.SATURATED)]
+    dq = np.zeros((60, 70), np.uint32)
+    for _ in range(120):
+        dq[g.integers(0, 60), g.integers(0, 70)] |= np.uint32(bits[g.integers(len(bits))])
+    kernels = {5: np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]]), 9: np.ones((3, 3)),
+               25: np.ones((5, 5))}
+    bad = np.zeros(dq.shape, bool)
+    for name, grow in MASK_GROWTH.items():
+        layer = (dq & np.uint32(getattr(pixel, name))) != 0
+        bad |= layer if grow == 1 else convolve(2 * layer.astype(int), kernels[grow],
+                                                mode="same", method="direct") >= 1
+    np.testing.assert_array_equal(good_pixels(dq), ~bad)
+    assert good_pixels(np.full((3, 3), np.uint32(pixel.SATURATED))).all()
+    assert 0.1 < bad.mean() < 0.5     # the growth matters

@@ -448,3 +448,56 @@ def test_resultantdq_is_stored(config, tmp_path):
                            resultantdq=dq)
     with open_model(path) as model:
         np.testing.assert_array_equal(model.resultantdq, dq)
+
+
+def test_pixel_convention_of_l1_and_l2_files_says_where_a_source_lies(make_config, tmp_path):
+    """A star planted at truth (x, y): the L1 record's convention (data[:, y + 4, x + 4])
+    and the L2's (data[y, x], no border), from a run and from `romandask calibrate`,
+    each name the pixel where the star is brightest."""
+    import yaml
+    from astropy.table import Table
+
+    import romandask
+    from romandask.pipeline import run
+    from romandask.scene.catalog import write_catalog
+
+    window = 32
+    one = {"survey": {"exposures": [{"ra": 9.70, "dec": -44.0, "pa": 0.0, "filter": "F158",
+                                     "ma_table": 4, "start_time": "2027-06-01T00:00:00"}],
+                      "scas": [1]},
+           "detector": {"window": window, "tile": 32}}
+    config, _ = make_config(one)
+    x, y = 10.2, 20.7                        # 0-based window pixels
+    (view,) = footprint(config)
+    sky = view.wcs.toWorld(galsim.PositionD(*view.to_galsim(x, y)))
+    write_catalog(Table({"ra": [sky.ra.deg], "dec": [sky.dec.deg], "type": ["PSF"],
+                         "n": [-1.0], "half_light_radius": [0.0], "pa": [0.0], "ba": [1.0],
+                         "F158": [10 ** (-0.4 * 19.0)]}), tmp_path / "star.ecsv")
+    config, _ = make_config({**one, "catalog": {"synthetic": None, "file": "star.ecsv"},
+                             "output": {"products": ["l1", "l2"]}})
+    written = run(config, say=lambda s: None)
+    cal = tmp_path / "cal.yaml"
+    cal.write_text(yaml.safe_dump({"IN": str(written["l1"][0]),
+                                   "OUT": str(tmp_path / "cal_cal.asdf")}))
+    (calibrated,) = romandask.calibrate(str(cal))
+
+    def brightest(image):
+        return tuple(int(v) for v in np.unravel_index(np.nanargmax(image), image.shape))
+
+    with open_model(written["l1"][0]) as l1:
+        sim = l1[export.TREE_KEY]
+        (tx,), (ty,) = np.asarray(sim["truth"]["x"]), np.asarray(sim["truth"]["y"])
+        assert (tx, ty) == pytest.approx((x, y), abs=1e-9)
+        assert "data[:, y + 4, x + 4]" in sim["pixel_convention"]
+        assert sim["pixel_convention"] == export.pixel_convention("L1")
+        ramp = np.asarray(l1.data, np.float64)
+        assert brightest(ramp[-1] - ramp[0]) == (round(ty) + 4, round(tx) + 4)
+    for path in (written["l2"][0], calibrated):
+        with open_model(path) as l2:
+            sim = l2[export.TREE_KEY]
+            text = sim["pixel_convention"]
+            assert "data[y, x]" in text and "+ 4" not in text, text
+            assert text == export.pixel_convention("L2")
+            assert brightest(np.asarray(l2.data)) == (round(ty), round(tx))
+    with pytest.raises(ValueError):
+        export.pixel_convention("L3")

@@ -14,6 +14,7 @@ import romandask
 from romandask import inject as injmod
 from romandask.cli import main
 from romandask.config import DEFAULT_FITTER
+from romandask.errors import InputError
 from romandask.wcs import pixel_area_map
 
 NAMES = ("data", "err", "var_poisson", "var_rnoise", "dq")
@@ -372,3 +373,32 @@ def test_input_model_is_not_modified(l2_file, catalog_file):
         assert "injections" not in model["romandask"]
         for name, value in arrays(model).items():
             assert value.tobytes() == before[name].tobytes()
+
+
+def test_a_file_fitted_without_its_first_resultant_is_refitted_so(l2_file):
+    """An L2 file whose calibration left out the first resultant (romandask calibrate's
+    EXCLUDE_FIRST) has its injected ramps fitted the same way: other bits, the same flux."""
+    with rdm.open(l2_file) as model:
+        image = injmod.describe(model)
+        assert not image.exclude_first
+        x, y = grid(2, 100, 60, np.random.default_rng(4))
+        cat = star_catalog(image, x, y, 18.0)
+        whole = romandask.inject_sources_into_l2(model, cat, seed=2, stamp_radius=32)
+        model["romandask"]["exclude_first"] = True
+        assert injmod.describe(model).exclude_first
+        first_out = romandask.inject_sources_into_l2(model, cat, seed=2, stamp_radius=32)
+        before = np.asarray(model.data, np.float64)
+        # and a file in gen_cal_image's units (no one flux scale) is refused
+        model["romandask"]["units"] = "gen_cal_image"
+        with pytest.raises(InputError, match="UNITS: romandask"):
+            injmod.describe(model)
+    n = image.shape[0]
+    area = pixel_area_map(image.wcs, (0, 0), slice(0, n), slice(0, n))
+    truth = first_out["romandask"]["injections"][-1]["truth"]
+    changed = np.asarray(whole.data) != np.asarray(first_out.data)
+    assert changed.sum() > 100            # the same draws, fitted without resultant 0
+    for out in (whole, first_out):
+        diff = np.asarray(out.data, np.float64) - before
+        ratios = [np.nansum((diff * area)[box(xi, yi, 32)]) / rate
+                  for xi, yi, rate in zip(truth["x"], truth["y"], truth["rate"])]
+        assert np.all(np.abs(np.array(ratios) - 1.0) < 0.02), ratios

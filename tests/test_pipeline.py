@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import galsim
+import pytest
 import numpy as np
 import roman_datamodels.datamodels as rdm
 import xarray as xr
@@ -188,3 +189,106 @@ def test_quickstart_run_writes_cube_and_footprint(tmp_path):
         conversion = float(model.meta.photometry.conversion_megajanskys)
     sky = float(np.nanmedian(mosaic.data.values))
     assert 0.9 < sky / (float(np.median(rate)) * conversion) < 1.1
+
+
+FITS_RUN = {"survey": {"exposures": [{"ra": 9.70, "dec": -44.0, "pa": 0.0, "filter": "F158",
+                                      "ma_table": 4, "start_time": "2027-06-01T00:00:00"}]},
+            "detector": {"window": 32, "tile": 32},
+            "output": {"products": ["l1", "l2", "fits"]}}
+
+
+def _hdus(path: Path):
+    from astropy.io import fits
+
+    with fits.open(path) as hdul:
+        return [(h.name, None if h.data is None else np.array(h.data)) for h in hdul]
+
+
+def test_fits_beside_each_l2_file(make_config, tmp_path):
+    """Product fits: each L2 file's _asdf_to.fits beside it, in gen_cal_image's layout
+    (the bytes `romandask calibrate` writes with FITSOUT for the same L1 and
+    calibration), the same bytes on a rerun; romandask's layout as an option;
+    counted by plan."""
+    import romandask
+    from romandask.calibrate.gen_cal_image import good_pixels
+    from romandask.pipeline import prepare
+    from romandask.plan import plan
+
+    config, _ = make_config(FITS_RUN)
+    written = run(config, say=lambda s: None)
+    assert len(written["fits"]) == 2
+    for l2, fits_path in zip(written["l2"], written["fits"]):
+        assert fits_path == l2.with_name(l2.name.replace("_cal.asdf", "_cal_asdf_to.fits"))
+        with rdm.open(l2) as model:
+            data, dq = np.asarray(model.data), np.asarray(model.dq)
+        (n0, primary), (n1, flags), (n2, masked) = _hdus(fits_path)
+        assert (n1, n2) == ("DQ", "MASKED")
+        np.testing.assert_array_equal(primary, data)
+        np.testing.assert_array_equal(flags, dq)
+        np.testing.assert_array_equal(masked, np.where(good_pixels(dq), data, -1000.0))
+    first = _digest(config.output.directory)
+    assert sum(k.endswith("_asdf_to.fits") for k in first) == 2
+
+    # calibrate with the run's calibration writes the same bytes
+    cal = tmp_path / "cal.yaml"
+    cal.write_text(yaml.safe_dump({
+        "IN": str(written["l1"][0]), "OUT": str(tmp_path / "cal" / written["l2"][0].name),
+        "FITSOUT": True, "EXCLUDE_FIRST": False, "SATURATION_BACKUP": 0}))
+    (path,) = romandask.calibrate(str(cal))
+    twin = written["fits"][0]
+    assert path.with_name(twin.name).read_bytes() == twin.read_bytes()
+
+    again = dataclasses.replace(config, output=dataclasses.replace(config.output,
+                                                                   overwrite=True))
+    run(again, say=lambda s: None)
+    assert _digest(config.output.directory) == first
+
+    other = _with(config, tmp_path / "layout", config.cluster)
+    other = dataclasses.replace(other, output=dataclasses.replace(other.output,
+                                                                  fits_layout="romandask"))
+    written = run(other, say=lambda s: None)
+    names = [name for name, _ in _hdus(written["fits"][0])]
+    assert names == ["PRIMARY", "SCI", "ERR", "DQ", "VAR_POISSON", "VAR_RNOISE"]
+
+    text = plan(prepare(config, lambda s: None), measure=False)
+    (line,) = [ln for ln in text.splitlines() if "FITS files" in ln]
+    assert "(2, gen_cal_image layout, 3 planes)" in line
+    size = sum(p.stat().st_size for p in (config.output.directory / "l2").glob("*.fits"))
+    assert f": {size / 1024:.1f} KiB" in line, (line, size)
+
+
+def test_fits_resume_after_a_write_error(make_config, tmp_path, monkeypatch):
+    """A FITS write that fails leaves the run resumable: the rerun writes only what
+    is missing and ends with the bytes of an uninterrupted run."""
+    from romandask import export
+    from romandask.errors import OutputError
+    from romandask.resume import Progress
+
+    config, _ = make_config(FITS_RUN)
+    reference = _with(config, tmp_path / "reference", config.cluster)
+    run(reference, say=lambda s: None)
+    expect = _digest(reference.output.directory)
+
+    real = export.write_l2_fits
+    calls = []
+
+    def failing(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OutputError(str(path), "cannot be written (No space left on device)")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(export, "write_l2_fits", failing)
+    with pytest.raises(OutputError):
+        run(config, say=lambda s: None)
+    out = config.output.directory
+    progress = Progress(out)
+    assert len(progress.done()) == 1 and not list(out.glob("l2/*.partial"))
+    (kept,) = list(out.glob("l2/*_asdf_to.fits"))
+    stamp = kept.stat().st_mtime_ns
+    monkeypatch.setattr(export, "write_l2_fits", real)
+    messages = []
+    run(config, say=messages.append)
+    assert any(m.startswith("resuming: 1 of 2") for m in messages), messages
+    assert kept.stat().st_mtime_ns == stamp
+    assert _digest(out) == expect

@@ -32,9 +32,9 @@ from . import steps
 from .fixed_fit import (JumpThresholds, RampOptimization, RampTimes, fit_fixed,
                         poisson_coefficient)
 
-__all__ = ["FITTERS", "HALO", "CalOptions", "OUTPUTS", "calibrate_block", "calibrate_frame",
-           "effective_read_noise", "exposure_reference", "fit_ramp", "reference_noise",
-           "science_part"]
+__all__ = ["FITTERS", "HALO", "CalOptions", "OUTPUTS", "UNITS", "calibrate_block",
+           "calibrate_frame", "effective_read_noise", "exposure_reference", "fit_ramp",
+           "reference_noise", "science_part"]
 
 #: Pixels of halo a block needs on each side.
 HALO = 4
@@ -45,18 +45,46 @@ _DO_NOT_USE = np.uint32(pixelflags.DO_NOT_USE)
 _EXCLUDE_IN = np.uint8(groupflags.DO_NOT_USE | groupflags.AD_FLOOR)
 
 
+#: Units of the L2 data: romandask's (DN/s at the SCA's reference gain, flat-fielded,
+#: per nominal pixel area), or romanimpreprocess gen_cal_image's (README, Calibration).
+UNITS = ("romandask", "gen_cal_image")
+
+
 @dataclass(frozen=True)
 class CalOptions:
-    """How to calibrate: the ramp fitter and its jump-detection settings."""
+    """How to calibrate: the ramp fitter and its jump-detection settings.
+
+    ``exclude_first`` leaves the first resultant out of the fit (it is
+    flagged DO_NOT_USE, as gen_cal_image's ``EXCLUDE_FIRST``);
+    ``saturation_backup`` backs the SATURATED flags up that many resultants
+    (:func:`steps.back_up_saturation`); ``rejection_threshold`` is the
+    likely fit's jump threshold in sigma (None: stcal's default); ``units``
+    one of :data:`UNITS`; ``sliceout`` adds the ``endslice`` plane (the last
+    resultant before saturation).
+    """
 
     fitter: str = DEFAULT_FITTER
     jump: JumpThresholds = field(default_factory=JumpThresholds)
     optimization: RampOptimization = field(default_factory=RampOptimization)
     use_jump: bool = True
+    exclude_first: bool = False
+    saturation_backup: int = 0
+    rejection_threshold: float | None = None
+    units: str = "romandask"
+    sliceout: bool = False
 
     def __post_init__(self):
         if self.fitter not in FITTERS:
             raise ValueError(f"fitter must be one of {', '.join(FITTERS)}, got {self.fitter!r}")
+        if self.units not in UNITS:
+            raise ValueError(f"units must be one of {', '.join(UNITS)}, got {self.units!r}")
+        if self.saturation_backup < 0:
+            raise ValueError(f"saturation_backup must be >= 0, got {self.saturation_backup}")
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The planes :func:`calibrate_block` returns."""
+        return OUTPUTS + (("endslice",) if self.sliceout else ())
 
 
 def effective_read_noise(model, read_noise: np.ndarray) -> np.ndarray:
@@ -132,11 +160,13 @@ def fit_ramp(options: CalOptions, resultants, groupdq, read_noise, gain, ma_tabl
                          options.optimization, options.use_jump)
     from . import stcal_fitters
 
-    fit = (stcal_fitters.fit_ols_cas22 if options.fitter == "ols_cas22"
-           else stcal_fitters.fit_likely)
-    res = fit(resultants.astype(np.float32), groupdq, read_noise.astype(np.float32),
-              [list(r) for r in ma_table.read_pattern], ma_table.frame_time,
-              use_jump=options.use_jump)
+    args = (resultants.astype(np.float32), groupdq, read_noise.astype(np.float32),
+            [list(r) for r in ma_table.read_pattern], ma_table.frame_time)
+    if options.fitter == "ols_cas22":
+        res = stcal_fitters.fit_ols_cas22(*args, use_jump=options.use_jump)
+    else:
+        res = stcal_fitters.fit_likely(*args, use_jump=options.use_jump,
+                                       rejection_threshold=options.rejection_threshold)
     slope = res.slope.astype(np.float64)
     # the fitters give the Poisson variance at their own slope; recover the
     # variance per unit rate, or use the fixed-weight one where it cannot be
@@ -190,8 +220,10 @@ def calibrate_block(data: np.ndarray, rows: tuple[int, int], cols: tuple[int, in
 
     Returns
     -------
-    float64 (5, ny, nx): :data:`OUTPUTS`, data in DN/s at the reference gain
-    (NaN where there is no rate, and on reference pixels), dq as exact integers.
+    float64 (n, ny, nx): ``options.outputs`` (:data:`OUTPUTS`, then
+    ``endslice`` if asked), data in ``options.units`` (romandask's: DN/s at
+    the reference gain; NaN where there is no rate, and on reference
+    pixels), dq and endslice as exact integers.
     """
     nres = ma_table.nresultants
     h = HALO
@@ -218,6 +250,10 @@ def calibrate_block(data: np.ndarray, rows: tuple[int, int], cols: tuple[int, in
     margin = 5.0 * np.sqrt(noise ** 2 / reads.min() + model.c_pink ** 2)
     gdq |= steps.flag_saturation(raw - bias, region.saturation.astype(np.float64),
                                  region.sref.astype(np.float64), ma_table, margin)
+    if options.saturation_backup:
+        steps.back_up_saturation(gdq, ma_table.read_pattern, options.saturation_backup)
+    if options.exclude_first:
+        gdq[0] |= np.uint8(groupflags.DO_NOT_USE)
 
     # 3. reference pixels, 4. bias correction
     y = np.clip(np.arange(*ext_rows), 0, frame - 1)
@@ -261,11 +297,19 @@ def calibrate_block(data: np.ndarray, rows: tuple[int, int], cols: tuple[int, in
     rate = own - region.dark_slope[core] * g
     flat = region.flat[core].astype(np.float64)
     bad_flat = ~(flat > 0.1)
-    scale = np.where(bad_flat, np.nan, flat) * model.reference_gain()
-    if area is not None:
-        scale = scale * area
+    if options.units == "romandask":
+        scale = np.where(bad_flat, np.nan, flat) * model.reference_gain()
+        if area is not None:
+            scale = scale * area
+    else:
+        # gen_cal_image: DN/s at the pixel's own gain over its IPC-deconvolved
+        # flat, times the pixel area (README, Calibration: output units)
+        deconvolved = steps.deconvolved_flat(region.flat, gain, region.ipc, science)[inner]
+        scale = np.where(bad_flat | ~science[core], np.nan, g * deconvolved)
+        if area is not None:
+            scale = scale / area
     sci = science[core]
-    out = np.empty((5,) + rate.shape)
+    out = np.empty((len(options.outputs),) + rate.shape)
     out[0] = np.where(sci, rate / scale, np.nan)
     out[2] = np.where(sci, var_p / scale ** 2, np.nan)
     out[3] = np.where(sci, var_r / scale ** 2, np.nan)
@@ -276,6 +320,10 @@ def calibrate_block(data: np.ndarray, rows: tuple[int, int], cols: tuple[int, in
     dq |= np.where(bad_flat & sci, np.uint32(pixelflags.NO_FLAT_FIELD), np.uint32(0))
     dq |= np.where(sci & ~np.isfinite(out[0]), _DO_NOT_USE, np.uint32(0))
     out[4] = dq
+    if options.sliceout:
+        flagged = (gdq[(slice(None),) + core] & np.uint8(groupflags.SATURATED)) != 0
+        first = np.argmax(flagged, axis=0)
+        out[5] = np.where(flagged.any(axis=0) & (first > 0), first - 1, -1)
     return out
 
 
@@ -306,8 +354,10 @@ def calibrate_frame(data: np.ndarray, amp33: np.ndarray | None, model, ma_table:
     """Calibrate a whole frame (nres, N + 8, N + 8), block by block.
 
     Returns the L2 arrays of the N x N science window: ``data``, ``err``,
-    ``var_poisson``, ``var_rnoise`` (float32) and ``dq`` (uint32).  ``area``
-    is (N, N) if given.  Only one block and its halo are worked on at a time.
+    ``var_poisson``, ``var_rnoise`` (float32), ``dq`` (uint32) and, with
+    ``options.sliceout``, ``endslice`` (int8: the last resultant before the
+    first saturated one, -1 where none is).  ``area`` is (N, N) if given.
+    Only one block and its halo are worked on at a time.
     """
     n = model.frame_shape[0]
     nres = ma_table.nresultants
@@ -317,8 +367,9 @@ def calibrate_frame(data: np.ndarray, amp33: np.ndarray | None, model, ma_table:
         model, ma_table, np.concatenate([data[:, :NBORDER], data[:, n - NBORDER:]], axis=1),
         amp33)
     window = n - 2 * NBORDER
-    result = {name: np.empty((window, window), np.uint32 if name == "dq" else np.float32)
-              for name in OUTPUTS}
+    dtypes = {"dq": np.uint32, "endslice": np.int8}
+    result = {name: np.empty((window, window), dtypes.get(name, np.float32))
+              for name in options.outputs}
     for y0 in range(0, n, tile):
         rows = (y0, min(y0 + tile, n))
         for x0 in range(0, n, tile):
@@ -335,6 +386,6 @@ def calibrate_frame(data: np.ndarray, amp33: np.ndarray | None, model, ma_table:
                 _with_halo(data, rows, cols), rows, cols, model, ma_table, common, channel,
                 options, None if groupdq is None else _with_halo(groupdq, rows, cols),
                 block_area)
-            for i, name in enumerate(OUTPUTS):
+            for i, name in enumerate(options.outputs):
                 result[name][in_window] = out[(i,) + in_block]
     return result

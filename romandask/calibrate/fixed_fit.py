@@ -205,11 +205,15 @@ def _gls(d, dt, sr, sp, u, use, idx, w):
 
 
 @numba.njit(cache=True, nogil=True)
-def _fit_pixel(r, good, m, nreads, tbar, cr, cp, u, sig2, gain, thr, out):
+def _fit_pixel(r, good, m, nreads, tbar, cr, cp, u, sig2, gain, thr, robust, out):
     """Fit one pixel with usable resultants ``good[:m]``; returns the jump flag.
 
     ``out`` receives (slope, var_rnoise, var_poisson, Poisson coefficient);
-    thr = (SA, SB, IA, IB).
+    thr = (SA, SB, IA, IB).  Without ``robust``, the plain fit and jump
+    search only: True (``out`` unset) as soon as a jump is found, for the
+    caller to fit again with ``robust``, which adds the steps that handle
+    several hits (the weighted-median cut, the suspect neighbours, the
+    differences far below the slope).
     """
     nd = m - 1
     sr = _diff_cov(cr, good, m)
@@ -232,7 +236,7 @@ def _fit_pixel(r, good, m, nreads, tbar, cr, cp, u, sig2, gain, thr, out):
     # add charge: a weighted median of the differences' rates stands while
     # fewer than half of them are hit, and every difference that rises above
     # it by more than the threshold is dropped before the search below.
-    if nd > 2:
+    if robust and nd > 2:
         rates = np.empty(nd)
         weights = np.empty(nd)
         for k in range(nd):
@@ -306,6 +310,14 @@ def _fit_pixel(r, good, m, nreads, tbar, cr, cp, u, sig2, gain, thr, out):
                         best = s
                         best_k = idx[i]
                         best_pair = span == 2
+        if not robust and best_k >= 0:
+            return True
+        if best_k < 0 and not robust:
+            out[0] = slope
+            out[1] = sig2 * _quad(w, sr, idx, nk)
+            out[3] = _quad(w, sp, idx, nk)
+            out[2] = rate * out[3]
+            return False
         if best_k < 0:
             # A cosmic ray that arrives within a resultant of several reads
             # raises both differences that share that resultant, and the
@@ -461,7 +473,13 @@ def _fit_all(data, gdq, sig2, gain, nreads, tbar, cr, cp, u, thr, exclude, satur
                 var_r[p] = sig2[p] * wr
                 coef_p[p] = wp
                 continue
-        jumped = _fit_pixel(r, good, m, nreads, tbar, cr, cp, u, sig2[p], gain[p], thr, out)
+        # a ramp with resultants left out: the plain fit, and the robust one only
+        # if it finds a jump (as the full ramps above)
+        jumped = m == nres or _fit_pixel(r, good, m, nreads, tbar, cr, cp, u, sig2[p],
+                                         gain[p], thr, False, out)
+        if jumped:
+            jumped = _fit_pixel(r, good, m, nreads, tbar, cr, cp, u, sig2[p], gain[p], thr,
+                                True, out)
         slope[p] = out[0]
         var_r[p] = out[1]
         coef_p[p] = out[3]

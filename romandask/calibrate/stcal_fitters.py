@@ -194,7 +194,7 @@ def fit_ols_cas22(resultants, groupdq, read_noise, read_pattern, frame_time, *,
 
 
 def fit_likely(resultants, groupdq, read_noise, read_pattern, frame_time, *,
-               use_jump=True) -> FitResult:
+               use_jump=True, rejection_threshold=None) -> FitResult:
     """Fit ramps with stcal's maximum-likelihood ("LIKELY") fitter.
 
     Parameters
@@ -215,6 +215,12 @@ def fit_likely(resultants, groupdq, read_noise, read_pattern, frame_time, *,
     use_jump : bool, optional
         Run the likelihood jump search (default True).  When False the
         rejection threshold is made infinite, so no difference is dropped.
+    rejection_threshold : float, optional
+        The jump threshold in sigma, as romancal's ``likely`` step takes it
+        (romanimpreprocess's ``REJECTION_THRESHOLD``, 4.5 there): dropping
+        one difference must improve chi^2 by its square, two adjacent ones
+        by the chi^2 (2 degrees of freedom) of the same p-value.  None:
+        stcal's defaults (20.25 and 23.8, i.e. 4.5 sigma).
 
     Returns
     -------
@@ -254,7 +260,8 @@ def fit_likely(resultants, groupdq, read_noise, read_pattern, frame_time, *,
                          for reads in pattern]
     # None selects stcal's default thresholds; an infinite threshold makes
     # every chi^2 improvement fall short, i.e. no jump search.
-    ramp.rejection_threshold = None if use_jump else np.inf
+    ramp.rejection_threshold = (None if rejection_threshold is None
+                                else float(rejection_threshold)) if use_jump else np.inf
 
     with np.errstate(divide="ignore", invalid="ignore"):
         image, _, _ = likely_ramp_fit(ramp, rn * np.float32(np.sqrt(2.0)),

@@ -40,7 +40,9 @@ from ..instrument.matables import MATable
 
 __all__ = [
     "apply_reference_correction",
+    "back_up_saturation",
     "channel_weights",
+    "deconvolved_flat",
     "flag_saturation",
     "ipc_correct",
     "linearize_cube",
@@ -73,6 +75,48 @@ def flag_saturation(signal: np.ndarray, saturation: np.ndarray, sref: np.ndarray
     # once saturated, always saturated
     flagged = np.logical_or.accumulate(flagged, axis=0)
     return np.where(flagged, _SATURATED, np.uint8(0))
+
+
+def back_up_saturation(flags: np.ndarray, read_pattern, passes: int) -> np.ndarray:
+    """SATURATED group flags backed up ``passes`` resultants (romanimpreprocess's
+    ``SATURATION_BACKUP``, as romancal's ``flag_saturation`` does it).
+
+    In each pass, a resultant that averages more than one read takes the
+    SATURATED flag of the resultant after it: a sharp non-linearity can fill
+    the well within a long resultant before its mean reaches the threshold.
+    ``flags`` (nres, ny, nx, uint8) is updated in place and returned.
+    """
+    nres = flags.shape[0]
+    for _ in range(passes):
+        for i in range(nres - 1):  # ascending: one resultant per pass
+            if len(read_pattern[i]) > 1:
+                flags[i] |= flags[i + 1] & _SATURATED
+    return flags
+
+
+def deconvolved_flat(flat: np.ndarray, gain: np.ndarray, kernel: np.ndarray,
+                     science: np.ndarray) -> np.ndarray:
+    """The flat as romanimpreprocess's gen_cal_image divides by it: ``g^-1 K^-1 g F``.
+
+    gen_cal_image reads the flat as a flat-field exposure in DN, clips it to
+    [0.1, 10] and the gain to at least 0.1 e-/DN, and removes the IPC from
+    it in electrons with the same second-order inverse as the data
+    (:func:`ipc_correct`: ``out <- out + g F - K out``, twice, starting from
+    ``g F``), on the science pixels only (nothing beyond them couples in).
+    ``flat``, ``gain``, ``science`` (H, W) and ``kernel`` (3, 3, H, W) cover a
+    rectangle grown by two pixels; returns (H - 4, W - 4), the interior.
+    """
+    f = np.clip(np.asarray(flat, np.float64), 0.1, 10.0)
+    g = np.maximum(np.asarray(gain, np.float64), 0.1)
+    k = np.asarray(kernel, np.float64)
+    image = np.where(science, g * f, 0.0)
+    out = image
+    for step in (1, 2):
+        crop = (slice(step, -step), slice(step, -step))
+        inner = (slice(step - 1, -(step - 1) or None),) * 2
+        sensed = _apply_ipc(out, k[(slice(None), slice(None)) + inner])
+        out = np.where(science[crop], out[1:-1, 1:-1] + image[crop] - sensed, 0.0)
+    return out / g[2:-2, 2:-2]
 
 
 def channel_weights(nrows: int, ref_row_index: np.ndarray, pink_var: float,
