@@ -293,7 +293,11 @@ def pointings_path(text: str) -> Path:
     if path.exists():
         raise OutputError(f"--pointings {text}", "already exists",
                           "choose another file name, or remove it")
-    check_writable_directory(path.parent, f"--pointings {text}")
+    folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"--pointings {text}", f"{folder} is not a directory",
+                          "choose a file in a directory you can write to")
+    check_writable_directory(folder, f"--pointings {text}")
     return path
 
 

@@ -564,7 +564,8 @@ def _region(data: Any, where: str):
         if not dec[0] < dec[1]:
             raise ConfigError(sec.sub("dec"), f"[{dec[0]:g}, {dec[1]:g}] is an empty range",
                               "give [low, high] with low < high")
-        region = reg.Box(ra, dec)
+        lo = ra[0] % 360.0  # one box, however written: RA from [0, 360)
+        region = reg.Box((lo, ra[1] + (lo - ra[0])), dec)
     elif kind == "polygon":
         region = _polygon(sec.get("polygon", list), sec.sub("polygon"))
     else:

@@ -285,8 +285,7 @@ def plot_coverage(config, path: Path) -> None:
     top = max(max(int(cov.depth[f][cov.inside].max()) for f in filters), 1)
     # holes in red, then viridis from 1 exposure up
     colours = ["#c0392b"] + [plt.get_cmap("viridis")(v) for v in np.linspace(0.1, 1.0, top)]
-    cmap = ListedColormap(colours)
-    cmap.set_bad((1, 1, 1, 0))
+    cmap = ListedColormap(colours).with_extremes(bad=(1, 1, 1, 0))
     norm = BoundaryNorm(np.arange(-0.5, top + 1.5), cmap.N)
     fig, axes = plt.subplots(nrow, ncol, figsize=(max(4.8 * ncol + 1.3, 7.5), 4.6 * nrow + 1.2),
                              dpi=100, squeeze=False, layout="constrained")
