@@ -667,6 +667,7 @@ def _pattern(data: Any, where: str, custom: dict[str, MATable]):
                           f"give at least {longest.exposure_time:.2f} s, or leave it out for "
                           "each exposure time plus its slew and settle")
     pa = sec.raw("pa", "auto")
+    pa = "auto" if pa is None else pa
     if isinstance(pa, str) and pa != "auto":
         raise ConfigError(sec.sub("pa"), f"unknown value {pa!r}",
                           "give the roll at the region centre in degrees, or auto")

@@ -127,8 +127,10 @@ def test_the_layout_steps_are_the_field_s_size():
     column_heights = [v[np.array(c) - 1].max() - v[np.array(c) - 1].min() for c in lay.columns]
     assert 0.95 * min(column_heights) < lay.step_v <= min(column_heights)
     # gaps: tens of arcsec, narrower than the dither steps
-    assert 20 / 3600 < lay.gap_u < lay.dither_offsets(2)[1, 0] * 2
-    assert 20 / 3600 < lay.gap_v < lay.dither_offsets(2)[1, 1] * 2
+    step = lay.dither_offsets(2)[1] - lay.dither_offsets(2)[0]
+    assert 20 / 3600 < lay.gap_u < step[0] and 20 / 3600 < lay.gap_v < step[1]
+    # many dithers stay within one SCA pitch of the tile position
+    assert np.all(np.ptp(lay.dither_offsets(12), axis=0) < lay.sca_pitch)
     assert lay.area == pytest.approx(18 * (4088 * 0.107 / 3600) ** 2, rel=0.05)
 
 
@@ -425,3 +427,52 @@ def test_the_coverage_map_shows_the_depth(tmp_path):
     assert share > 0.1, share
     red = np.array([0xc0, 0x39, 0x2b]) / 255  # the holes: a few, not none
     assert 0 < np.mean(np.all(np.abs(image - red) < 0.02, axis=-1)) < 0.02
+
+
+# --------------------------------------------------------------------------
+# what the config refuses (one field named; more rows in test_bad_inputs.py)
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("region, pattern, where, words", [
+    ({"ra": [0, 360], "dec": [-10, 10]}, {}, "survey.region", "no centre"),
+    ({"ra": [0, 60], "dec": [-10, 10]}, {}, "survey.region", "20 deg"),
+    ({"ra": [9.6, 9.8]}, {}, "survey.region.dec", "required"),
+    ({"ra": [9.6, 9.8], "dec": [-44.1, -43.9], "polygon": [[1, 2]] * 3}, {}, "survey.region",
+     "not ra and dec and polygon"),
+    ({"ra": [9.6, 9.8, 10.0], "dec": [-44.1, -43.9]}, {}, "survey.region.ra", "RA range"),
+    ({"ra": [9.6, 400.0], "dec": [-44.1, -43.9]}, {}, "survey.region.ra", "360 deg above"),
+    ({"polygon": [[9.5, -44.0], [9.9, -44.0], [9.9, -44.0], [9.6, -43.8]]}, {},
+     "survey.region.polygon", "repeats vertex 1"),
+    ({"polygon": [[9.5, -44.2], [9.5, -43.8], [9.5, -44.0]]}, {}, "survey.region.polygon",
+     "folds back on itself"),  # along one meridian: up, then back down
+    ({"polygon": [[9.5, -44.0], [9.9, -95.0], [9.7, -43.8]]}, {}, "survey.region.polygon[1]",
+     "-95"),
+    ({"healpix": {"nside": 4, "pixels": [192]}}, {}, "survey.region.healpix.pixels[0]",
+     "0 to 191"),
+    ({"healpix": {"nside": 4, "pixels": [5, 5]}}, {}, "survey.region.healpix.pixels",
+     "distinct"),
+    ({"ra": [9.6, 9.8], "dec": [-44.1, -43.9]}, {"filters": ["F158", "F158"]},
+     "survey.pattern.filters", "twice"),
+    ({"ra": [9.6, 9.8], "dec": [-44.1, -43.9]},
+     {"filters": ["F158", "F106"], "ma_table": {"F158": 4}}, "survey.pattern.ma_table.F106",
+     "required"),
+    ({"ra": [9.6, 9.8], "dec": [-44.1, -43.9]}, {"ma_table": {"F158": 4, "F062": 3}},
+     "survey.pattern.ma_table.F062", "not one of the pattern's filters"),
+    ({"ra": [9.6, 9.8], "dec": [-44.1, -43.9]}, {"ma_table": 99}, "survey.pattern.ma_table",
+     "unknown MA table 99"),
+    ({"ra": [9.6, 9.8], "dec": [-44.1, -43.9]}, {"pa": "best"}, "survey.pattern.pa", "auto"),
+    ({"ra": [9.6, 9.8], "dec": [-44.1, -43.9]}, {"start_time": "soon"},
+     "survey.pattern.start_time", "ISO 8601"),
+])
+def test_bad_regions_and_patterns_name_their_field(tmp_path, region, pattern, where, words):
+    with pytest.raises(ConfigError) as err:
+        parse(tmp_path, region_config(region, **pattern))
+    assert err.value.where == where, err.value.one_line()
+    assert words in err.value.one_line()
+
+
+def test_a_closed_ring_and_an_empty_roll_are_accepted(tmp_path):
+    ring = [[9.5, -44.0], [9.9, -44.0], [9.7, -43.8], [9.5, -44.0]]
+    cfg = parse(tmp_path, region_config({"polygon": ring}, pa=None))
+    assert len(cfg.survey.region.region.vertices) == 3
+    assert cfg.survey.region.pattern.pa is None  # auto

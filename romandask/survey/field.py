@@ -51,14 +51,25 @@ class Layout:
     def centre_u(self) -> float:
         return 0.5 * (self.column_edges[0] + self.column_edges[-1])
 
+    @property
+    def dither_step(self) -> np.ndarray:
+        """(U, V) step between dithers: DITHER_GAP_FACTOR x the widest SCA gaps."""
+        return DITHER_GAP_FACTOR * np.array([self.gap_u, self.gap_v])
+
+    @property
+    def sca_pitch(self) -> np.ndarray:
+        """(U, V) mean distance between neighbouring SCAs' centres."""
+        return np.array([self.step_u / len(self.columns),
+                         self.step_v / len(self.columns[0])])
+
     def dither_offsets(self, n: int) -> np.ndarray:
         """(n, 2) field-frame offsets of the ``n`` dithers of a tile position,
-        centred on it: steps along the field's diagonal of DITHER_GAP_FACTOR x
-        the widest SCA gaps (U and V), so that each dither puts the SCA gaps of
-        the others on pixels."""
-        step = DITHER_GAP_FACTOR * np.array([self.gap_u, self.gap_v])
-        k = np.arange(n) - (n - 1) / 2.0
-        return k[:, None] * step[None, :]
+        centred on it: dither k at k dither steps along the field's diagonal,
+        folded into one SCA pitch (which only many dithers reach), so that each
+        dither puts the SCA gaps of the others on pixels."""
+        k = np.arange(n)[:, None]
+        offsets = np.mod(k * self.dither_step[None, :], self.sca_pitch[None, :])
+        return offsets - offsets.mean(axis=0)
 
 
 @lru_cache(maxsize=1)

@@ -30,6 +30,13 @@ MAX_RADIUS = 20.0
 _SQDEG_PER_SR = (180.0 / math.pi) ** 2
 
 
+def _direction(mean: np.ndarray) -> np.ndarray:
+    """The unit vector of a mean direction; NaN when the directions cancel
+    (a region all around the sky has no centre)."""
+    norm = np.linalg.norm(mean)
+    return mean / norm if norm > 1e-6 else np.full(3, np.nan)
+
+
 class Region:
     """What every region offers (see the module docstring)."""
 
@@ -71,8 +78,7 @@ class Box(Region):
         s0, s1 = math.sin(math.radians(self.dec[0])), math.sin(math.radians(self.dec[1]))
         s = s0 + t * (s1 - s0)
         r, d = np.meshgrid(ra, np.degrees(np.arcsin(s)))
-        mean = sky.unit(r, d).reshape(-1, 3).mean(axis=0)
-        return mean / np.linalg.norm(mean)
+        return _direction(sky.unit(r, d).reshape(-1, 3).mean(axis=0))
 
     def contains(self, xyz: np.ndarray) -> np.ndarray:
         ra, dec = sky.radec(xyz)
@@ -111,8 +117,7 @@ class Polygon(Region):
         return sky.unit(v[:, 0], v[:, 1])
 
     def centre(self) -> np.ndarray:
-        mean = self._xyz().mean(axis=0)
-        return mean / np.linalg.norm(mean)
+        return _direction(self._xyz().mean(axis=0))
 
     def _plane_vertices(self, plane: sky.Plane) -> np.ndarray:
         return np.c_[plane.project(self._xyz())]
@@ -159,8 +164,7 @@ class Healpix(Region):
         import astropy.units as u
 
         lon, lat = self._hp().healpix_to_lonlat(np.array(self.pixels))
-        mean = sky.unit(lon.to_value(u.deg), lat.to_value(u.deg)).mean(axis=0)
-        return mean / np.linalg.norm(mean)
+        return _direction(sky.unit(lon.to_value(u.deg), lat.to_value(u.deg)).mean(axis=0))
 
     def contains(self, xyz: np.ndarray) -> np.ndarray:
         import astropy.units as u
@@ -259,6 +263,9 @@ def _segments_touch(a, b, c, d) -> np.ndarray:
 def check_extent(region: Region, where: str) -> None:
     """Refuse a region larger than one tangent plane tiles well."""
     r = region.radius()
+    if not np.isfinite(r):
+        raise ConfigError(where, "surrounds the sky evenly: it has no centre to tile it about",
+                          "split it into smaller regions (one config each)")
     if r > MAX_RADIUS:
         ra, dec = sky.radec(region.centre())
         raise ConfigError(where, f"reaches {r:.1f} deg from its centre (RA {float(ra):.2f}, "

@@ -23,7 +23,8 @@ exposure table, in O(exposures):
    nominal roll.
 4. **Dithers.**  Each tile is observed ``dithers`` times per filter, offset
    along the field's diagonal by 1.5 x the widest SCA gaps (U and V) per step,
-   centred on the tile (see :meth:`~romandask.survey.field.Layout.dither_offsets`).
+   folded into one SCA pitch, centred on the tile (see
+   :meth:`~romandask.survey.field.Layout.dither_offsets`).
 5. **Order and time.**  For each filter in turn, for each dither, the tiles in
    boustrophedon order (rows along U, alternate rows reversed).  Exposures
    start ``cadence`` seconds apart, or by default each after the previous
@@ -282,7 +283,7 @@ def expand(region: Region, pattern: Pattern, where: str = "survey"):
     last = exposures[-1]
     tiling = Tiling(pa=float(sky.wrap(roll)), nominal_pa=nominal0, tiles=n_tiles,
                     step=(lay.step_u, lay.step_v),
-                    dither_step=tuple(float(d) for d in lay.dither_offsets(2)[1] * 2),
+                    dither_step=tuple(float(d) for d in lay.dither_step),
                     area=region.area(), field_area=lay.area,
                     end_time=last.start_time + _dt.timedelta(seconds=last.exposure_time))
     return exposures, tiling
@@ -307,7 +308,8 @@ def _sequence(plane: sky.Plane, tiles: np.ndarray, roll: float, pattern: Pattern
         gaps = np.full(len(filt) - 1, pattern.cadence)
     else:
         gaps = texp[:-1] + sky.slew_settle_time(_angular_steps(xyz))
-    offsets_us = np.rint(np.concatenate([[0.0], np.cumsum(gaps)]) * 1e6).astype(np.int64)
+    # whole microseconds, rounded up: an exposure never starts before the last one ends
+    offsets_us = np.concatenate([[0], np.cumsum(np.ceil(gaps * 1e6).astype(np.int64))])
     start = pattern.start_time
     times = [start + _dt.timedelta(microseconds=int(us)) for us in offsets_us]
     return xyz, pa, times, filt, nt
