@@ -231,7 +231,7 @@ def _zoom(ax, views, windows, nsca, colour, bounds, fill) -> None:
 
 
 #: Most grid points per axis drawn in the coverage map.
-_COVERAGE_DRAWN = 800
+_COVERAGE_DRAWN = 500
 
 
 def plot_coverage(config, path: Path) -> None:
@@ -243,6 +243,7 @@ def plot_coverage(config, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
     from matplotlib.colors import BoundaryNorm, ListedColormap
 
     from .survey import sky
@@ -285,18 +286,18 @@ def plot_coverage(config, path: Path) -> None:
     top = max(max(int(cov.depth[f][cov.inside].max()) for f in filters), 1)
     # holes in red, then viridis from 1 exposure up
     colours = ["#c0392b"] + [plt.get_cmap("viridis")(v) for v in np.linspace(0.1, 1.0, top)]
-    cmap = ListedColormap(colours).with_extremes(bad=(1, 1, 1, 0))
+    cmap = ListedColormap(colours)
     norm = BoundaryNorm(np.arange(-0.5, top + 1.5), cmap.N)
     fig, axes = plt.subplots(nrow, ncol, figsize=(max(4.8 * ncol + 1.3, 7.5), 4.6 * nrow + 1.2),
                              dpi=100, squeeze=False, layout="constrained")
     inside = cov.inside[::step, ::step]
     for ax, flt in zip(axes.flat, filters):
         depth = cov.depth[flt][::step, ::step]
-        # beyond the region, faint; in it, full colour
-        ax.pcolormesh(X, Y, depth, cmap=cmap, norm=norm, shading="flat", alpha=0.3,
-                      rasterized=True)
-        mesh = ax.pcolormesh(X, Y, np.ma.masked_array(depth, ~inside), cmap=cmap, norm=norm,
-                             shading="flat", rasterized=True)
+        # in the region full colour; beyond it, faint
+        rgba = cmap(norm(depth))
+        rgba[~inside, 3] = 0.3
+        ax.pcolormesh(X, Y, rgba, shading="flat", rasterized=True, edgecolors="none",
+                      antialiased=False)
         if isinstance(rs.region, Healpix):
             mx, my = np.meshgrid(xs, ys)
             px, py = sky_xy(plane.deproject(mx, my))
@@ -322,7 +323,7 @@ def plot_coverage(config, path: Path) -> None:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(filters):]:
         ax.set_visible(False)
-    bar = fig.colorbar(mesh, ax=list(axes.flat), shrink=0.85, pad=0.02,
+    bar = fig.colorbar(ScalarMappable(norm, cmap), ax=list(axes.flat), shrink=0.85, pad=0.02,
                        ticks=np.arange(0, top + 1, max(1, (top + 1) // 10)))
     bar.set_label("exposures covering the point (depth); red: none")
     t = rs.tiling

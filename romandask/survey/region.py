@@ -34,7 +34,12 @@ def _direction(mean: np.ndarray) -> np.ndarray:
     """The unit vector of a mean direction; NaN when the directions cancel
     (a region all around the sky has no centre)."""
     norm = np.linalg.norm(mean)
-    return mean / norm if norm > 1e-6 else np.full(3, np.nan)
+    if norm <= 1e-6:
+        return np.full(3, np.nan)
+    v = mean / norm
+    if abs(v[2]) > 1 - 1e-12:  # a pole, exactly: its plane's axes follow RA 0
+        return np.array([0.0, 0.0, math.copysign(1.0, v[2])])
+    return v
 
 
 class Region:
