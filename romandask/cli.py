@@ -1,6 +1,7 @@
 """The ``romandask`` command line.
 
     romandask plan CONFIG          what would run: exposures x SCAs, tasks, bytes, cost
+                                   (--pointings FILE.ecsv: write the exposure table)
     romandask run  CONFIG          run it
     romandask calibrate CONFIG     calibrate L1 files to L2 (gen_cal_image's config)
     romandask inject L2... CATALOG OUT   inject catalog sources into L2 files
@@ -36,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="skip timing a representative task (no cost estimate)")
     plan.add_argument("--rows", type=int, default=200,
                       help="show at most this many (exposure, SCA) rows [200]")
+    plan.add_argument("--pointings", metavar="FILE.ecsv",
+                      help="write the exposure table as a pointing table (ECSV) that "
+                           "survey.pointings reads back")
 
     run = sub.add_parser("run", help="run the survey simulation")
     run.add_argument("config", help="survey YAML config")
@@ -278,6 +282,25 @@ def scheduler_from_file(path: str) -> str:
     return address
 
 
+def pointings_path(text: str) -> Path:
+    """The --pointings file: a new .ecsv file in a writable directory."""
+    from .errors import ConfigError, OutputError, check_writable_directory
+
+    path = Path(text)
+    if path.suffix.lower() != ".ecsv":
+        raise ConfigError("--pointings", f"{text!r} is not an .ecsv file name",
+                          "give a file name ending in .ecsv")
+    if path.exists():
+        raise OutputError(f"--pointings {text}", "already exists",
+                          "choose another file name, or remove it")
+    folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"--pointings {text}", f"{folder} is not a directory",
+                          "choose a file in a directory you can write to")
+    check_writable_directory(folder, f"--pointings {text}")
+    return path
+
+
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
@@ -314,9 +337,16 @@ def main(argv: list[str] | None = None) -> int:
 
             directory = config.output.directory
             check_writable_directory(directory, f"output.directory {directory}")  # as run
+            table = pointings_path(args.pointings) if args.pointings else None
             survey = prepare(config, _say)
             plan_checks(config, survey, _say)
             print(plan(survey, measure=not args.no_measure, show_rows=args.rows))
+            if table is not None:
+                from .survey.tiling import write_pointings
+
+                table.parent.mkdir(parents=True, exist_ok=True)
+                write_pointings(config.survey.exposures, table)
+                _say(f"wrote {table} ({len(config.survey.exposures)} pointings)")
             return 0
         if args.command == "run":
             from .pipeline import run

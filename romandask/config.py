@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from .errors import ConfigError
@@ -64,6 +65,9 @@ class Exposure:
 class SurveyConfig:
     exposures: tuple[Exposure, ...]
     scas: tuple[int, ...] = ALL_SCAS
+    #: ``survey.region`` and ``survey.pattern`` with their tiling, when the
+    #: exposures came from them (a :class:`romandask.survey.tiling.RegionSurvey`)
+    region: Any = None
 
 
 @dataclass(frozen=True)
@@ -463,12 +467,34 @@ def _scalar(value: Any) -> Any:
 
 def _survey(data: Any, base: Path) -> SurveyConfig:
     sec = _Section(data, "survey", required=True,
-                   keys=("ma_tables", "exposures", "pointings", "scas"))
+                   keys=("ma_tables", "exposures", "pointings", "region", "pattern", "scas"))
     custom = _ma_tables(sec.raw("ma_tables"), "survey.ma_tables")
-    if sec.has("exposures") == sec.has("pointings"):
-        raise ConfigError("survey", "needs exactly one of `exposures` and `pointings`",
-                          "list the exposures, or name a pointing table file")
-    if sec.has("exposures"):
+    region = None
+    if sec.has("region"):
+        other = next((k for k in ("exposures", "pointings") if sec.has(k)), None)
+        if other:
+            raise ConfigError("survey.region", f"is given with survey.{other}",
+                              f"a survey is a region with a pattern, or its {other}: "
+                              "remove one of them")
+        if not sec.has("pattern"):
+            raise ConfigError("survey.pattern", "is required with survey.region",
+                              "give the filters, ma_table, dithers and start_time to "
+                              "observe the region with")
+        region = _region(sec.raw("region"), "survey.region")
+        pattern = _pattern(sec.raw("pattern"), "survey.pattern", custom)
+        from .survey.tiling import RegionSurvey, expand
+
+        exposures, tiling = expand(region, pattern, "survey")
+        region = RegionSurvey(region, pattern, tiling)
+        paths = [f"survey.pattern (exposure {e.id})" for e in exposures]
+    elif sec.has("pattern"):
+        raise ConfigError("survey.pattern", "is only used with survey.region",
+                          "give the region to tile, or remove the pattern")
+    elif sec.has("exposures") == sec.has("pointings"):
+        raise ConfigError("survey", "needs exactly one of `exposures`, `pointings` and "
+                          "`region`", "list the exposures, name a pointing table file, or "
+                          "give a region and a pattern")
+    elif sec.has("exposures"):
         items = sec.get("exposures", list)
         if not items:
             raise ConfigError("survey.exposures", "is empty", "list at least one exposure")
@@ -482,6 +508,7 @@ def _survey(data: Any, base: Path) -> SurveyConfig:
         if not exposures:
             raise ConfigError("survey.pointings", f"{ptable.name} has no rows",
                               "add at least one pointing")
+    sec.seen.update(("region", "pattern"))  # given empty, they are absent
     first: dict[int, int] = {}
     for i, e in enumerate(exposures):
         if e.id in first:
@@ -498,7 +525,169 @@ def _survey(data: Any, base: Path) -> SurveyConfig:
         raise ConfigError("survey.scas", "must list distinct SCAs", "e.g. [1, 2, 3]")
     sec.done()
     exposures.sort(key=lambda e: e.id)
-    return SurveyConfig(tuple(exposures), tuple(sorted(scas)))
+    return SurveyConfig(tuple(exposures), tuple(sorted(scas)), region)
+
+
+REGION_KINDS = ("ra", "dec", "polygon", "healpix")
+PATTERN_KEYS = ("filters", "ma_table", "dithers", "start_time", "cadence", "pa")
+
+
+def _number_pair(value: Any, where: str, what: str) -> tuple[float, float]:
+    if (not isinstance(value, list) or len(value) != 2
+            or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value)
+            or not all(math.isfinite(v) for v in value)):
+        raise ConfigError(where, f"{value!r} is not {what}", "give it as [low, high] in degrees")
+    return float(value[0]), float(value[1])
+
+
+def _region(data: Any, where: str):
+    """``survey.region``: a box (ra, dec), a polygon or HEALPix pixels."""
+    from .survey import region as reg
+
+    sec = _Section(data, where, required=True, keys=REGION_KINDS)
+    given = [k for k in REGION_KINDS if sec.has(k)]
+    kinds = {"polygon" if k == "polygon" else "healpix" if k == "healpix" else "box"
+             for k in given}
+    if len(kinds) != 1:
+        raise ConfigError(where, "needs one of `ra` with `dec` (a box), `polygon` or "
+                          "`healpix`" + (f", not {' and '.join(given)}" if given else ""),
+                          "e.g. region: {ra: [9.2, 10.2], dec: [-44.5, -43.5]}")
+    kind = kinds.pop()
+    if kind == "box":
+        for key in ("ra", "dec"):
+            if not sec.has(key):
+                raise ConfigError(sec.sub(key), "is required for a box region",
+                                  "give both ra: [low, high] and dec: [low, high], degrees")
+        ra = _number_pair(sec.raw("ra"), sec.sub("ra"), "an RA range")
+        dec = _number_pair(sec.raw("dec"), sec.sub("dec"), "a Dec range")
+        if not ra[0] < ra[1]:
+            raise ConfigError(sec.sub("ra"), f"[{ra[0]:g}, {ra[1]:g}] is an empty range",
+                              "give [low, high] with low < high; across RA 0 write e.g. "
+                              "[-0.5, 0.5] or [359.5, 360.5]")
+        if ra[1] - ra[0] > 360.0 or not -360.0 <= ra[0] <= 360.0:
+            raise ConfigError(sec.sub("ra"), f"[{ra[0]:g}, {ra[1]:g}] is not an RA range",
+                              "give low from -360 to 360 and high at most 360 deg above it")
+        for d in dec:
+            if not -90.0 <= d <= 90.0:
+                raise ConfigError(sec.sub("dec"), f"{d:g} is outside [-90, 90]",
+                                  "give declinations from -90 to 90 deg")
+        if not dec[0] < dec[1]:
+            raise ConfigError(sec.sub("dec"), f"[{dec[0]:g}, {dec[1]:g}] is an empty range",
+                              "give [low, high] with low < high")
+        lo = ra[0] % 360.0  # one box, however written: RA from [0, 360)
+        region = reg.Box((lo, ra[1] + (lo - ra[0])), dec)
+    elif kind == "polygon":
+        region = _polygon(sec.get("polygon", list), sec.sub("polygon"))
+    else:
+        region = _healpix(sec.raw("healpix"), sec.sub("healpix"))
+    sec.done()
+    reg.check_extent(region, where)
+    return region
+
+
+def _polygon(items: list, where: str):
+    from .survey import region as reg
+
+    vertices = []
+    for i, item in enumerate(items):
+        pair = _number_pair(item, f"{where}[{i}]", "an [ra, dec] vertex")
+        if not -90.0 <= pair[1] <= 90.0:
+            raise ConfigError(f"{where}[{i}]", f"Dec {pair[1]:g} is outside [-90, 90]",
+                              "give declinations from -90 to 90 deg")
+        vertices.append(pair)
+    if len(vertices) > 3 and vertices[0] == vertices[-1]:
+        vertices.pop()  # a closed ring, written with its first vertex again
+    problem = reg.polygon_problem(np.array(vertices, float).reshape(-1, 2))
+    if problem:
+        raise ConfigError(where, problem, "give at least 3 [ra, dec] vertices in order around "
+                          "the region, with no edge crossing another")
+    return reg.Polygon(tuple(vertices))
+
+
+def _healpix(data: Any, where: str):
+    from .survey import region as reg
+
+    sec = _Section(data, where, required=True, keys=("nside", "pixels", "nest"))
+    nside = sec.get("nside", int, minimum=1, maximum=2 ** 29)
+    if nside & (nside - 1):
+        raise ConfigError(sec.sub("nside"), f"{nside} is not a power of 2",
+                          "give nside as 1, 2, 4, ... 2**29")
+    pixels = sec.get("pixels", list)
+    npix = 12 * nside ** 2
+    for i, p in enumerate(pixels):
+        if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < npix:
+            raise ConfigError(f"{sec.sub('pixels')}[{i}]", f"{p!r} is not a pixel of nside "
+                              f"{nside}", f"give integers from 0 to {npix - 1}")
+    if not pixels or len(set(pixels)) != len(pixels):
+        raise ConfigError(sec.sub("pixels"), "must list distinct pixels", "e.g. [1024, 1025]")
+    nest = sec.get("nest", bool, True)
+    sec.done()
+    return reg.Healpix(nside, tuple(sorted(pixels)), nest)
+
+
+def _pattern(data: Any, where: str, custom: dict[str, MATable]):
+    """``survey.pattern``: how the region is observed."""
+    from .survey.tiling import Pattern
+
+    sec = _Section(data, where, required=True, keys=PATTERN_KEYS)
+    filters = sec.get("filters", list, hint="list the filters, e.g. [F158, F106]")
+    if not filters:
+        raise ConfigError(sec.sub("filters"), "is empty", "list at least one filter")
+    for i, f in enumerate(filters):
+        if f not in FILTERS:
+            close = difflib.get_close_matches(str(f), FILTERS, 1)
+            did = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"{sec.sub('filters')}[{i}]", f"unknown filter {f!r}",
+                              f"{did}use any of {', '.join(FILTERS)}")
+    if len(set(filters)) != len(filters):
+        raise ConfigError(sec.sub("filters"), "lists a filter twice",
+                          "list each filter once (dithers repeats them)")
+    if not sec.has("ma_table"):
+        raise ConfigError(sec.sub("ma_table"), "is required",
+                          "give one MA table for all filters, or a mapping filter: table")
+    given = sec.raw("ma_table")
+    if isinstance(given, dict):
+        for key in given:
+            if key not in filters:
+                raise ConfigError(f"{sec.sub('ma_table')}.{key}",
+                                  "is not one of the pattern's filters",
+                                  f"give MA tables for {', '.join(filters)}")
+        missing = [f for f in filters if f not in given]
+        if missing:
+            raise ConfigError(f"{sec.sub('ma_table')}.{missing[0]}", "is required",
+                              "give an MA table for every filter of the pattern")
+        tables = tuple(_ma_table(given[f], f"{sec.sub('ma_table')}.{f}", custom)
+                       for f in filters)
+    else:
+        table = _ma_table(given, sec.sub("ma_table"), custom)
+        tables = (table,) * len(filters)
+    dithers = sec.get("dithers", int, 2, minimum=1, maximum=64,
+                      hint="give the exposures per filter at each tile position, 1 or more "
+                           "(2 or more fill the gaps between SCAs)")
+    if not sec.has("start_time"):
+        raise ConfigError(sec.sub("start_time"), "is required",
+                          "give the UTC start of the first exposure, e.g. 2027-06-01T00:00:00")
+    start = _time(sec.raw("start_time"), sec.sub("start_time"))
+    cadence = sec.get("cadence", float, None, minimum=1e-3,
+                      hint="seconds between exposure starts")
+    longest = max(tables, key=lambda t: t.exposure_time)
+    if cadence is not None and cadence < longest.exposure_time:
+        raise ConfigError(sec.sub("cadence"), f"{cadence:g} s is shorter than the exposure "
+                          f"time of MA table {longest.label} ({longest.exposure_time:.2f} s)",
+                          f"give at least {longest.exposure_time:.2f} s, or leave it out for "
+                          "each exposure time plus its slew and settle")
+    pa = sec.raw("pa", "auto")
+    pa = "auto" if pa is None else pa
+    if isinstance(pa, str) and pa != "auto":
+        raise ConfigError(sec.sub("pa"), f"unknown value {pa!r}",
+                          "give the roll at the region centre in degrees, or auto")
+    if pa != "auto":
+        pa = sec.get("pa", float, minimum=-360.0, maximum=360.0,
+                     hint="the observatory roll at the region centre, degrees east of north, "
+                          "or auto")
+    sec.done()
+    return Pattern(tuple(filters), tables, dithers, start, cadence,
+                   None if pa == "auto" else pa)
 
 
 def _catalog(data: Any, base: Path) -> CatalogConfig:

@@ -2,7 +2,8 @@
 
 Prints the exposures x SCAs table (centre, sources rendered, tiles), the
 number of Dask tasks, the bytes of each product, and an estimate of the
-core-hours.  The cost model is measured on this machine at plan time, on a
+core-hours; for a survey defined by a region, the tiling and the coverage of
+the region per filter.  The cost model is measured on this machine at plan time, on a
 real task of the survey:
 
 * the PSF build of one (SCA, filter) (once per worker and SCA/filter);
@@ -102,6 +103,58 @@ def _human(n: float) -> str:
     return str(n)
 
 
+def _scas_text(scas) -> str:
+    scas = list(scas)
+    if scas == list(range(scas[0], scas[-1] + 1)) and len(scas) > 2:
+        return f"{scas[0]}-{scas[-1]}"
+    return ", ".join(map(str, scas))
+
+
+def region_lines(config) -> list[str]:
+    """The tiling of a region survey and its coverage per filter."""
+    from .survey import sky
+    from .survey.tiling import coverage, coverage_lines
+
+    rs = config.survey.region
+    if rs is None:
+        return []
+    region, pattern, tiling = rs.region, rs.pattern, rs.tiling
+    exposures = config.survey.exposures
+    ra, dec = (round(float(a), 4) for a in sky.radec(region.centre()))
+    ra %= 360.0
+    nf, nd = len(pattern.filters), pattern.dithers
+    estimate = tiling.estimate(nd, nf)
+    pa = "auto, " if pattern.pa is None else ""
+    timing = (f"exposures start {pattern.cadence:g} s apart" if pattern.cadence is not None
+              else "each exposure starts after the previous one's exposure time and the "
+                   "slew and settle to it")
+    lines = [
+        f"region: {region.describe()}, {tiling.area:.3f} deg^2, centre RA {ra:.4f}, Dec "
+        f"{dec:.4f}",
+        f"pattern: {nf} filter(s) x {nd} dither(s) x {tiling.tiles} tile(s) = "
+        f"{len(exposures)} exposures; region area / WFI field area ({tiling.field_area:.4f} "
+        f"deg^2) x dithers x filters = {estimate:.1f} ({len(exposures) / estimate:.2f}x)",
+        f"  tiles {tiling.step[0]:.4f} x {tiling.step[1]:.4f} deg apart along the field's "
+        f"axes; dithers {tiling.dither_step[0]:.4f} x {tiling.dither_step[1]:.4f} deg apart",
+        f"  roll (pa) {tiling.pa:.2f} deg at the region centre ({pa}nominal "
+        f"{tiling.nominal_pa:.2f}); every exposure within {sky.MAX_ROLL_OFFSET:g} deg of its "
+        f"nominal roll and {sky.SUN_ANGLE_MIN:g}-{sky.SUN_ANGLE_MAX:g} deg from the Sun",
+        f"  {exposures[0].start_time.isoformat()} to {tiling.end_time.isoformat()} UTC; "
+        f"{timing}",
+    ]
+    cov = coverage(region, exposures)
+    lines.append(f"coverage: fraction of the region under >= N exposures, per filter (the "
+                 f"18 SCAs' full outlines; grid points {cov.spacing * 3600:.1f}\" apart)")
+    lines += coverage_lines(cov)
+    scas = config.survey.scas
+    if len(scas) < 18:
+        sim = coverage(region, exposures, scas)
+        parts = [f"{f} {100 * sim.fractions(f, 1)[0]:.1f}%" for f in sim.filters]
+        lines.append(f"  the run simulates SCA(s) {_scas_text(scas)} only: under >= 1 "
+                     f"exposure of them: {', '.join(parts)}")
+    return lines
+
+
 def plan(survey: Survey, measure: bool = True, show_rows: int = 200) -> str:
     """The plan as text."""
     cfg = survey.config
@@ -134,6 +187,7 @@ def plan(survey: Survey, measure: bool = True, show_rows: int = 200) -> str:
     for name, nbytes in sizes.items():
         lines.append(f"  {name}: {_human(nbytes)}")
     lines.append(f"  total (uncompressed): {_human(sum(sizes.values()))}")
+    lines += region_lines(cfg)
     if measure and tasks:
         cost = measure_cost(list(tasks.values()))
         pixels = len(survey.views) * cfg.detector.window ** 2

@@ -168,6 +168,12 @@ def plot_footprint(survey, path: Path) -> None:
     fig.savefig(tmp, format="png", metadata={"Software": None})
     plt.close(fig)
     os.replace(tmp, path)
+    # a region survey's depth map goes beside it (an earlier run's, if any, goes)
+    depth_map = path.with_name("coverage.png")
+    if survey.config.survey.region is not None:
+        plot_coverage(survey.config, depth_map)
+    else:
+        depth_map.unlink(missing_ok=True)
 
 
 def _free_corners(outlines: list[np.ndarray], extent: float
@@ -222,3 +228,111 @@ def _zoom(ax, views, windows, nsca, colour, bounds, fill) -> None:
     inset.set_title(f"SCA {views[mine[0]].sca}{where}, every exposure ({arcsec:.0f}\" across)",
                     fontsize=7, pad=2)
     inset.patch.set_alpha(0.9)
+
+
+#: Most grid points per axis drawn in the coverage map.
+_COVERAGE_DRAWN = 500
+
+
+def plot_coverage(config, path: Path) -> None:
+    """The depth of a region survey: how many exposures of each filter cover
+    each point of the region (the 18 SCAs' full outlines), one panel per
+    filter, over RA (increasing to the left) and Dec, with the region's
+    outline and a colour bar of the depth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    from .survey import sky
+    from .survey.region import Healpix
+    from .survey.tiling import coverage
+
+    rs = config.survey.region
+    from .survey.tiling import plane_bounds
+
+    x0, x1, y0, y1 = plane_bounds(rs.region, rs.region.plane())
+    margin = 0.12 * max(x1 - x0, y1 - y0) + 0.05  # to show the tiles beyond the region
+    cov = coverage(rs.region, config.survey.exposures, margin=margin)
+    plane = cov.plane
+    ra0, dec0 = (float(a) for a in sky.radec(plane.centre))
+    step = max(1, int(np.ceil(max(cov.inside.shape) / _COVERAGE_DRAWN)))
+    xs, ys = cov.xs[::step], cov.ys[::step]
+    h = cov.spacing * step
+    # cell corners of the drawn grid, on the sky
+    cx = np.concatenate([xs - h / 2, [xs[-1] + h / 2]])
+    cy = np.concatenate([ys - h / 2, [ys[-1] + h / 2]])
+    gy, gx = np.meshgrid(cy, cx, indexing="ij")
+    pole = bool(rs.region.contains(np.array([[0, 0, 1.0], [0, 0, -1.0]])).any())
+    if pole:  # RA is no axis there: offsets in the region's tangent plane
+        X, Y = gx, gy
+
+        def sky_xy(xyz):
+            return plane.project(xyz)
+        xlabel = f"east offset from RA {ra0:.3f} deg [deg]"
+        ylabel = f"north offset from Dec {dec0:.3f} deg [deg]"
+    else:
+        def sky_xy(xyz):
+            ra, dec = sky.radec(xyz)
+            return ra0 + sky.wrap(ra - ra0), dec
+        X, Y = sky_xy(plane.deproject(gx, gy))
+        xlabel, ylabel = "RA [deg]", "Dec [deg]"
+
+    filters = cov.filters
+    ncol = min(len(filters), 4)
+    nrow = int(np.ceil(len(filters) / ncol))
+    top = max(max(int(cov.depth[f][cov.inside].max()) for f in filters), 1)
+    # holes in red, then viridis from 1 exposure up
+    colours = ["#c0392b"] + [plt.get_cmap("viridis")(v) for v in np.linspace(0.1, 1.0, top)]
+    cmap = ListedColormap(colours)
+    norm = BoundaryNorm(np.arange(-0.5, top + 1.5), cmap.N)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(max(4.8 * ncol + 1.3, 7.5), 4.6 * nrow + 1.2),
+                             dpi=100, squeeze=False, layout="constrained")
+    inside = cov.inside[::step, ::step]
+    for ax, flt in zip(axes.flat, filters):
+        depth = cov.depth[flt][::step, ::step]
+        # in the region full colour; beyond it, faint
+        rgba = cmap(norm(depth))
+        rgba[~inside, 3] = 0.3
+        ax.pcolormesh(X, Y, rgba, shading="flat", rasterized=True, edgecolors="none",
+                      antialiased=False)
+        if isinstance(rs.region, Healpix):
+            mx, my = np.meshgrid(xs, ys)
+            px, py = sky_xy(plane.deproject(mx, my))
+            ax.contour(px, py, inside.astype(float), levels=[0.5], colors="k",
+                       linewidths=1.2)
+        else:
+            for ring in rs.region.outlines():
+                ox, oy = sky_xy(ring)
+                ax.plot(np.append(ox, ox[0]), np.append(oy, oy[0]), "k-", lw=1.2)
+        fr = cov.fractions(flt, min(top, 4))
+        ax.set_title(f"{flt}: {cov.exposures[flt]} exposures\n"
+                     + "   ".join(f"\u2265{k + 1}: {100 * f:.1f}%" for k, f in enumerate(fr)),
+                     fontsize=9)
+        ax.set_xlim(np.nanmax(X), np.nanmin(X))  # RA (east) to the left
+        ax.set_ylim(np.nanmin(Y), np.nanmax(Y))
+        ax.set_aspect(1.0 if pole else 1.0 / max(np.cos(np.radians(dec0)), 1e-3))
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+        if not pole:
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
+                lambda v, _: f"{v % 360:g}"))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(filters):]:
+        ax.set_visible(False)
+    bar = fig.colorbar(ScalarMappable(norm, cmap), ax=list(axes.flat), shrink=0.85, pad=0.02,
+                       ticks=np.arange(0, top + 1, max(1, (top + 1) // 10)))
+    bar.set_label("exposures covering the point (depth); red: none")
+    t = rs.tiling
+    fig.suptitle(f"romandask coverage: {rs.region.describe()} ({t.area:.2f} deg$^2$, outlined)"
+                 f"\n{t.tiles} tiles x {rs.pattern.dithers} dither(s) per filter; the 18 SCAs' "
+                 f"full outlines\ndepth counted every {cov.spacing * 3600:.0f}\", drawn every "
+                 f"{cov.spacing * 3600 * step:.0f}\"", fontsize=10)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    fig.savefig(tmp, format="png", metadata={"Software": None})
+    plt.close(fig)
+    os.replace(tmp, path)

@@ -168,6 +168,48 @@ CONFIGS = {
                               ("mosaic.kernel",)),
 }
 
+#: A region survey: the small run's one exposure replaced by a region and a pattern.
+PATTERN = {"filters": ["F158"], "ma_table": 4, "dithers": 2, "start_time": "2027-06-01T00:00:00"}
+
+
+def region_run(region: dict, pattern: dict | None = None, keep_exposures: bool = False):
+    survey = {"region": region, "pattern": {**PATTERN, **(pattern or {})}}
+    if not keep_exposures:
+        survey["exposures"] = None
+    return run_config({"survey": survey})
+
+
+BOX = {"ra": [9.6, 9.8], "dec": [-44.1, -43.9]}
+CONFIGS.update({
+    "region polygon crosses itself": (
+        region_run({"polygon": [[9.5, -44.2], [9.9, -43.8], [9.9, -44.2], [9.5, -43.8]]}),
+        ("survey.region.polygon", "crosses itself", "no edge crossing")),
+    "region polygon of 2 vertices": (region_run({"polygon": [[9.5, -44.0], [9.9, -44.0]]}),
+                                     ("survey.region.polygon", "2 vertices", "at least 3")),
+    "region dec below -90": (region_run({"ra": [9.6, 9.8], "dec": [-95.0, -43.9]}),
+                             ("survey.region.dec", "-95", "-90 to 90")),
+    "region ra range empty": (region_run({"ra": [9.8, 9.6], "dec": [-44.1, -43.9]}),
+                              ("survey.region.ra", "empty range", "[-0.5, 0.5]")),
+    "region HEALPix nside not a power of 2": (
+        region_run({"healpix": {"nside": 3, "pixels": [1]}}),
+        ("survey.region.healpix.nside", "power of 2")),
+    "pattern unknown filter": (region_run(BOX, {"filters": ["F158", "F185"]}),
+                               ("survey.pattern.filters[1]", "'F185'", "F184")),
+    "pattern dithers 0": (region_run(BOX, {"dithers": 0}),
+                          ("survey.pattern.dithers", "minimum 1", "gaps between SCAs")),
+    "pattern dithers negative": (region_run(BOX, {"dithers": -2}),
+                                 ("survey.pattern.dithers", "-2", "minimum 1")),
+    "region and exposures both": (region_run(BOX, keep_exposures=True),
+                                  ("survey.region", "survey.exposures", "remove one")),
+    "pattern without a region": (run_config({"survey": {"pattern": PATTERN}}),
+                                 ("survey.pattern", "only used with survey.region")),
+    "region on a date the Sun forbids": (
+        region_run(BOX, {"start_time": "2027-09-01T00:00:00"}),
+        ("survey.pattern.start_time", "Sun is 136", "start on or after")),
+    "pattern roll Roman cannot take": (region_run(BOX, {"pa": 0.0}),
+                                       ("survey.pattern.pa", "nominal roll", "pa: auto")),
+})
+
 ROWS: list[Row] = []
 for name, (config, expect) in CONFIGS.items():
     ROWS.append(Row(f"run: {name}", lambda ws, tmp, c=config: ["run", c(ws, tmp)], expect))
@@ -180,6 +222,16 @@ ROWS += [
         ("output.directory", "already exists", "--overwrite")),
     Row("run: config file missing", lambda ws, tmp: ["run", str(tmp / "nope.yaml")],
         ("nope.yaml", "not found")),
+    Row("plan: --pointings not an ECSV file",
+        lambda ws, tmp: ["plan", "--no-measure", run_config({})(ws, tmp),
+                         "--pointings", str(tmp / "p.csv")], ("--pointings", ".ecsv")),
+    Row("plan: --pointings exists",
+        lambda ws, tmp: ["plan", "--no-measure", run_config({})(ws, tmp),
+                         "--pointings", str(ws.catalog)], ("--pointings", "already exists")),
+    Row("plan: --pointings under a file",
+        lambda ws, tmp: ["plan", "--no-measure", run_config({})(ws, tmp),
+                         "--pointings", str(ws.root / "afile" / "p.ecsv")],
+        ("--pointings", "afile is not a directory")),
 ]
 
 
