@@ -12,7 +12,7 @@ and its ``repr`` fixes the run's fingerprint.
 * ``Polygon``: vertices ``[[ra, dec], ...]`` joined by great-circle arcs (as
   IVOA's ``POLYGON``), in either sense, simple (no edge crosses another).
 * ``Healpix``: ``nside`` (a power of 2) and ``pixels``, nested numbering
-  unless ``nest: false`` (astropy-healpix).
+  unless ``nest: false`` (hpgeom).
 """
 
 from __future__ import annotations
@@ -160,29 +160,24 @@ class Healpix(Region):
     pixels: tuple[int, ...]
     nest: bool = True
 
-    def _hp(self):
-        from astropy_healpix import HEALPix
-
-        return HEALPix(nside=self.nside, order="nested" if self.nest else "ring")
-
     def centre(self) -> np.ndarray:
-        import astropy.units as u
+        import hpgeom
 
-        lon, lat = self._hp().healpix_to_lonlat(np.array(self.pixels))
-        return _direction(sky.unit(lon.to_value(u.deg), lat.to_value(u.deg)).mean(axis=0))
+        lon, lat = hpgeom.pixel_to_angle(self.nside, np.array(self.pixels), nest=self.nest)
+        return _direction(sky.unit(lon, lat).mean(axis=0))
 
     def contains(self, xyz: np.ndarray) -> np.ndarray:
-        import astropy.units as u
+        import hpgeom
 
         ra, dec = sky.radec(xyz)
-        pix = self._hp().lonlat_to_healpix(ra * u.deg, dec * u.deg)
+        pix = hpgeom.angle_to_pixel(self.nside, ra, dec, nest=self.nest)
         return np.isin(pix, np.array(self.pixels))
 
     def outlines(self) -> list[np.ndarray]:
-        import astropy.units as u
+        import hpgeom
 
-        lon, lat = self._hp().boundaries_lonlat(np.array(self.pixels), step=8)
-        xyz = sky.unit(lon.to_value(u.deg), lat.to_value(u.deg))
+        lon, lat = hpgeom.boundaries(self.nside, np.array(self.pixels), step=8, nest=self.nest)
+        xyz = sky.unit(lon, lat)
         return list(xyz)
 
     def area(self) -> float:
