@@ -367,3 +367,43 @@ def test_ramps_without_their_first_resultant_get_few_false_jumps():
         false += int(((l2["dq"] & pixelflags.JUMP_DET) != 0).sum())
         pixels += l2["dq"].size
     assert false / pixels < 1e-4, (false, pixels)
+
+
+def test_gen_cal_image_pieces_match_romanimpreprocess():
+    """Where romanimpreprocess is installed (the romancal environment): its FITS mask,
+    its SKYORDER fit and its IPC-deconvolved flat, against romandask's."""
+    pytest.importorskip("romanimpreprocess")
+    from romanimpreprocess.utils import ipc_linearity, maskhandling, sky
+
+    from romandask.calibrate.gen_cal_image import fit_sky, good_pixels
+
+    g = np.random.default_rng(1)
+    dq = np.zeros((200, 180), np.uint32)
+    flags = [int(v) for v in pixelflags.__members__.values()]
+    for _ in range(600):
+        dq[g.integers(0, 200), g.integers(0, 180)] |= np.uint32(flags[g.integers(len(flags))])
+    np.testing.assert_array_equal(good_pixels(dq), ~maskhandling.PixelMask1.build(dq))
+
+    image = 3 + 0.2 * g.standard_normal((200, 184)) + np.linspace(0, 1, 184)[None] ** 2
+    image[5:40, 7:30] = np.nan
+    for order in (0, 1, 2, 4):
+        theirs, their_model = sky.medfit(image, order=order)
+        ours, our_model = fit_sky(image, order)
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(our_model, their_model, rtol=0, atol=1e-12)
+
+    n = 40
+    flat = 1 + 0.05 * g.standard_normal((n + 4, n + 4))
+    flat[3, 5], flat[10, 10] = 0.01, 30.0            # clipped to [0.1, 10]
+    gain = 2 + 0.1 * g.standard_normal((n + 4, n + 4))
+    kernel = np.broadcast_to(MEAN_IPC[:, :, None, None], (3, 3, n + 4, n + 4)) * \
+        (1 + 0.05 * g.standard_normal((3, 3, n + 4, n + 4)))
+    kernel = kernel / kernel.sum(axis=(0, 1))
+    inner = (slice(2, -2), slice(2, -2))
+    science = np.zeros((n + 4, n + 4), bool)
+    science[inner] = True                 # the science pixels end 2 pixels in
+    theirs = ipc_linearity.ipc_rev(np.clip(flat[inner], 0.1, 10),
+                                   np.ascontiguousarray(kernel[(slice(None),) * 2 + inner]),
+                                   gain=gain[inner])
+    np.testing.assert_allclose(steps.deconvolved_flat(flat, gain, kernel, science), theirs,
+                               rtol=1e-12)
