@@ -1,10 +1,10 @@
 """``romandask plan``: what a run would do, and what it would cost.
 
 Prints the exposures x SCAs table (centre, sources rendered, tiles), the
-number of Dask tasks, the bytes of each product, and an estimate of the
-core-hours; for a survey defined by a region, the tiling and the coverage of
-the region per filter.  The cost model is measured on this machine at plan time, on a
-real task of the survey:
+number of Dask tasks, the bytes of each product, an estimate of the
+core-hours and, for a survey defined by a region, the tiling and the coverage
+of the region per filter.  The cost model is measured on this machine at plan
+time, on a real task of the survey:
 
 * the PSF build of one (SCA, filter) (once per worker and SCA/filter);
 * the per-pixel cost of backgrounds + Poisson noise on one tile;

@@ -255,8 +255,7 @@ def expand(region: Region, pattern: Pattern, where: str = "survey"):
     else:
         off = float(sky.wrap(pattern.pa - nominal0))
         if abs(off) > sky.MAX_ROLL_OFFSET:
-            lo = sky.wrap(nominal0 - sky.MAX_ROLL_OFFSET)
-            hi = sky.wrap(nominal0 + sky.MAX_ROLL_OFFSET)
+            lo, hi = nominal0 - sky.MAX_ROLL_OFFSET, nominal0 + sky.MAX_ROLL_OFFSET
             raise ConfigError(f"{where}.pattern.pa",
                               f"{pattern.pa:g} is {abs(off):.1f} deg from the nominal roll "
                               f"{nominal0:.1f} at the region centre on {start.isoformat()}; "
