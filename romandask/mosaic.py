@@ -848,9 +848,14 @@ def mosaic(inputs, output, *, pixel_scale: float = 0.055, tile_size: int = 2048,
     return [r.path for r in written]
 
 
-#: The arrays of the store's ``mosaic`` group (float32, NaN where no data).
+#: The arrays of the store's ``mosaic`` group (float32, NaN where no data): units.
 STORE_ARRAYS = {"data": "MJy/sr", "err": "MJy/sr", "var_poisson": "MJy2/sr2",
                 "var_rnoise": "MJy2/sr2", "weight": "", "exposure_time": "s"}
+#: Their long names.
+STORE_LONG_NAMES = {"data": "surface brightness (L3)", "err": "total error",
+                    "var_poisson": "Poisson variance", "var_rnoise": "read-noise variance",
+                    "weight": "drizzle weight (sum of area times input weight)",
+                    "exposure_time": "sum of the contributing inputs' exposure times"}
 
 
 def create_store_group(jobs: Sequence[TileJob], store_path: Path) -> list[TileJob]:
@@ -861,12 +866,13 @@ def create_store_group(jobs: Sequence[TileJob], store_path: Path) -> list[TileJo
     ``var_poisson``, ``var_rnoise`` (MJy/sr and its square), ``weight`` and
     ``exposure_time`` (s), NaN where nothing contributes; coordinates
     ``tile_name``, ``filter``, ``ring``, ``cell``, ``tx``, ``ty`` (along
-    ``tile``) and ``y``, ``x`` (0-based tile pixels).
+    ``tile``, chunked one tile each as the arrays are, sharded) and ``y``,
+    ``x`` (0-based tile pixels), each with ``long_name`` and ``units``.
     """
     import dask.array as da
     import xarray as xr
 
-    from .store import write_group
+    from .store import pixel_coords, write_group
 
     if not jobs:
         return list(jobs)
@@ -874,18 +880,27 @@ def create_store_group(jobs: Sequence[TileJob], store_path: Path) -> list[TileJo
     shape, chunks = (len(jobs), size, size), (1, size, size)
     variables = {name: (("tile", "y", "x"),
                         da.full(shape, np.nan, dtype=np.float32, chunks=chunks),
-                        {"units": unit} if unit else {})
+                        {"long_name": STORE_LONG_NAMES[name], **({"units": unit} if unit else {})})
                  for name, unit in STORE_ARRAYS.items()}
     grid = jobs[0].options.grid
+
+    def along_tile(values, dtype, long_name: str):
+        return xr.Variable("tile", np.array(values, dtype=dtype),
+                           {"long_name": long_name, "units": "1"})
+
+    text = np.dtypes.StringDType()
     coords = {
-        "tile_name": ("tile", np.array([j.tile.name for j in jobs], dtype=object)),
-        "filter": ("tile", np.array([j.filter for j in jobs], dtype=object)),
-        "ring": ("tile", np.array([j.tile.ring for j in jobs], np.int32)),
-        "cell": ("tile", np.array([j.tile.cell for j in jobs], np.int32)),
-        "tx": ("tile", np.array([j.tile.tx for j in jobs], np.int32)),
-        "ty": ("tile", np.array([j.tile.ty for j in jobs], np.int32)),
-        "y": ("y", np.arange(size, dtype=np.int32)),
-        "x": ("x", np.arange(size, dtype=np.int32)),
+        "tile_name": along_tile([j.tile.name for j in jobs], text,
+                                "sky tile name (romandask.skytiles)"),
+        "filter": along_tile([j.filter for j in jobs], text, "optical element (filter)"),
+        "ring": along_tile([j.tile.ring for j in jobs], np.int32,
+                           "declination ring of the tile's projection region"),
+        "cell": along_tile([j.tile.cell for j in jobs], np.int32,
+                           "cell of the ring (the tile's projection region)"),
+        "tx": along_tile([j.tile.tx for j in jobs], np.int32,
+                         "tile column in its region's grid"),
+        "ty": along_tile([j.tile.ty for j in jobs], np.int32, "tile row in its region's grid"),
+        **pixel_coords(size, size, "tile"),
     }
     attrs = {"pixel_scale_arcsec": grid.pixel_scale, "tile_size": size,
              "layout": "one (tile, filter) per entry along tile; see romandask.skytiles"}

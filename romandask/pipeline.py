@@ -522,15 +522,33 @@ def detector_record(det: DetectorConfig, seed: int) -> dict:
     return record
 
 
-def file_record(view: SCAView, det: DetectorConfig, seed: int) -> dict:
-    """What an L1 or L2 file records beyond the window and truth: the detector
-    model that made it and the window's FITS WCS (so that calibration can
-    rebuild both)."""
+def window_fits_wcs(view: SCAView) -> str:
+    """The window's FITS TAN-SIP WCS header, as text (header pixel 1 = window pixel 0)."""
     from .wcs import fits_header_from_galsim
 
     origin = (view.bounds.xmin - 1, view.bounds.ymin - 1)
-    return {"detector": detector_record(det, seed),
-            "fits_wcs": fits_header_from_galsim(view.wcs, origin).tostring()}
+    return fits_header_from_galsim(view.wcs, origin).tostring()
+
+
+def wcs_block(view: SCAView) -> np.ndarray:
+    """The store's ``fits_wcs`` chunk of one window, shaped (1, 1)."""
+    return np.array([[window_fits_wcs(view)]], dtype=np.dtypes.StringDType())
+
+
+def wcs_cube(survey: Survey) -> da.Array:
+    """The windows' FITS WCS headers (exposure, sca): one task per window."""
+    name = "fitswcs-" + tokenize(__version__, repr(survey.config))
+    nsca = len(survey.scas)
+    graph = {(name, *divmod(k, nsca)): (wcs_block, view) for k, view in enumerate(survey.views)}
+    chunks = ((1,) * len(survey.exposures), (1,) * nsca)
+    return _graph_array(name, graph, chunks, np.dtypes.StringDType())
+
+
+def file_record(det: DetectorConfig, seed: int, fits_wcs: str) -> dict:
+    """What an L1 or L2 file records beyond the window and truth: the detector
+    model that made it and the window's FITS WCS (so that calibration can
+    rebuild both)."""
+    return {"detector": detector_record(det, seed), "fits_wcs": fits_wcs}
 
 
 def l1_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: DetectorConfig,
@@ -543,8 +561,9 @@ def l1_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: Detec
     data = ds["ramps"][ie, isca, :nres].values
     amp33 = ds["amp33"][ie, isca, :nres].values
     dq = ds["groupdq"][ie, isca, :nres].values
+    record = file_record(det, seed, str(ds["fits_wcs"][ie, isca].values))
     return write_l1(directory, data, amp33, view.exposure, view, det.window, truth, visit,
-                    resultantdq=dq, sim_extra=file_record(view, det, seed))
+                    resultantdq=dq, sim_extra=record)
 
 
 def l2_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: DetectorConfig,
@@ -564,7 +583,8 @@ def l2_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: Detec
     nres = int(ds["nresultants"][ie])
     arrays = {name: ds[f"l2_{name}"][ie, isca].values for name in OUTPUTS}
     gain = detector_model(det, seed, view.sca).reference_gain()
-    sim = {**sim_record(view, det.window, truth, level="L2"), **file_record(view, det, seed),
+    sim = {**sim_record(view, det.window, truth, level="L2"),
+           **file_record(det, seed, str(ds["fits_wcs"][ie, isca].values)),
            **calibration_record(fitter, gain)}
     origin = (view.bounds.xmin - 1, view.bounds.ymin - 1)
     n = det.window
@@ -777,7 +797,7 @@ def survey_dataset(survey: Survey, needs: Needs | None = None
     config = survey.config
     products = set(config.output.products)
     coords = store.exposure_coords(survey.views, survey.exposures, survey.scas)
-    ds = xr.Dataset(coords=coords)
+    ds = xr.Dataset(coords=coords).merge(store.wcs_dataset(wcs_cube(survey)))
     tasks = tile_tasks(survey)
     expected = expected_cube(survey, tasks, needs)
     stages = []
