@@ -289,8 +289,8 @@ def _strip_means(sums, reads_per, means, row0, nrows, nx):
 # --------------------------------------------------------------------------
 
 @numba.njit(inline="always")
-def _increments(inc, hist, i, c, lam, pers, weight, key, pixel, nreads):
-    """Electrons arriving in each read of one pixel, into ``inc[1:, i, c]``.
+def _read_counts(counts, lam, pers, weight, key, pixel, nreads):
+    """Electrons arriving in each read of one pixel, into ``counts[1:nreads + 1]``.
 
     Without persistence every read has the same mean, so the exposure's total
     is drawn once and its photons are spread uniformly over the reads: the
@@ -305,26 +305,27 @@ def _increments(inc, hist, i, c, lam, pers, weight, key, pixel, nreads):
         for k in range(1, nreads + 1):
             lk = lam + pers * weight[k]
             ek = elam if pers == 0.0 else math.exp(-lk)
-            inc[k, i, c] = _poisson(lk, ek, key, pixel, k)
+            counts[k] = _poisson(lk, ek, key, pixel, k)
         return
     for k in range(nreads + 1):
-        hist[k] = 0
+        counts[k] = 0.0
     if lam > 0.0:
         total_lam = lam * nreads
-        total = int(_poisson(total_lam, math.exp(-total_lam), key, pixel, _TOTAL_SLOT))
+        if total_lam >= _INVERSION_LIMIT:  # (_poisson's choice, without its exp)
+            total = _poisson_ptrs(total_lam, key, pixel, _TOTAL_SLOT)
+        else:
+            total = int(_poisson(total_lam, math.exp(-total_lam), key, pixel, _TOTAL_SLOT))
         photon_key = key ^ _PHOTON_KEY
         base = np.uint64(pixel) * _PHOTON_SLOTS
         nr = np.uint64(nreads)
         # photons 2m and 2m + 1 take the low and high halves of word m
         for m in range(total >> 1):
             word = _bits(photon_key, base + np.uint64(m))
-            hist[1 + int(((word & _LOW32) * nr) >> _S32)] += 1
-            hist[1 + int(((word >> _S32) * nr) >> _S32)] += 1
+            counts[1 + int(((word & _LOW32) * nr) >> _S32)] += 1.0
+            counts[1 + int(((word >> _S32) * nr) >> _S32)] += 1.0
         if total & 1:
             word = _bits(photon_key, base + np.uint64(total >> 1))
-            hist[1 + int(((word & _LOW32) * nr) >> _S32)] += 1
-    for k in range(1, nreads + 1):
-        inc[k, i, c] = hist[k]
+            counts[1 + int(((word & _LOW32) * nr) >> _S32)] += 1.0
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
@@ -353,7 +354,7 @@ def _ramp_kernel(rate, pers, pers_weight, reset_e, ipc, gain, coef, to_power, sm
     q0 = np.empty((strip + 2, W))
     q = np.empty((strip + 2, W))
     inc = np.empty((nreads + 1, strip + 2, W), np.float32)
-    hist = np.empty(nreads + 1, np.int64)
+    counts = np.empty(nreads + 1)
     target = np.empty(nx)
     bad = np.empty(nx, np.bool_)
     state = np.empty((strip, _NSTATE, nx))
@@ -378,8 +379,10 @@ def _ramp_kernel(rate, pers, pers_weight, reset_e, ipc, gain, coef, to_power, sm
             for c in range(W):
                 pix = pixel0 + r * row_stride + c
                 q0[i, c] = reset_e[r, c] * _normal(key, pix, 0) if reset_e[r, c] > 0 else 0.0
-                lam = rate[r, c] * frame_time
-                _increments(inc, hist, i, c, lam, pers[r, c], pers_weight, key, pix, nreads)
+                _read_counts(counts, rate[r, c] * frame_time, pers[r, c], pers_weight, key,
+                             pix, nreads)
+                for k in range(1, nreads + 1):
+                    inc[k, i, c] = counts[k]
         for i in range(rows):
             for c in range(W):
                 q[i, c] = q0[i, c]
@@ -443,14 +446,13 @@ def _apportion_kernel(lam, pixel, key, res_of_read, sums):
     """Cumulative electrons of every read, summed into resultants (see :func:`apportion`)."""
     nreads = res_of_read.shape[0] - 1
     npix = lam.shape[0]
-    inc = np.empty((nreads + 1, 1, npix), np.float32)
-    hist = np.empty(nreads + 1, np.int64)
+    counts = np.empty(nreads + 1)
     no_weight = np.zeros(nreads + 1)
     for j in range(npix):
-        _increments(inc, hist, 0, j, lam[j], 0.0, no_weight, key, pixel[j], nreads)
+        _read_counts(counts, lam[j], 0.0, no_weight, key, pixel[j], nreads)
         q = 0.0
         for k in range(1, nreads + 1):
-            q += inc[k, 0, j]
+            q += np.float32(counts[k])  # as the L1 kernel stores them
             res = res_of_read[k]
             if res >= 0:
                 sums[res, j] += q
@@ -504,7 +506,7 @@ class TileInputs:
 
 def ramp_means(inputs: TileInputs, ma_table: MATable, key: int, pixel0: int, row_stride: int,
                crs=None, persistence_weight: np.ndarray | None = None,
-               strip: int = 8) -> tuple[np.ndarray, np.ndarray]:
+               strip: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Mean raw signal (DN, before bias and read noise) of every resultant of the tile.
 
     Returns ``(means, first_saturated_read)``: float32 (nres, ny, nx) and int16
