@@ -121,6 +121,7 @@ class DetectorConfig:
     scalar: ScalarDetectorConfig = ScalarDetectorConfig()
     cosmic_ray_flux: float = 8.0  # cm^-2 s^-1 (0: no cosmic rays)
     persistence: bool = False  # from the previous exposure of the same SCA
+    model_store: Path | None = None  # synthetic model's store (None: in output.directory)
 
 
 @dataclass(frozen=True)
@@ -755,7 +756,7 @@ def _scene(data: Any) -> SceneConfig:
 
 def _detector(data: Any, base: Path, scas: tuple[int, ...]) -> DetectorConfig:
     sec = _Section(data, "detector", keys=("window", "tile", "model", "caldir", "scalar",
-                                           "cosmic_ray_flux", "persistence"))
+                                           "cosmic_ray_flux", "persistence", "model_store"))
     window = sec.get("window", int, N_PIX, minimum=16, maximum=N_PIX,
                      hint="the side of the central square to simulate, 16 to 4088 pixels")
     if window % 2:
@@ -789,11 +790,19 @@ def _detector(data: Any, base: Path, scas: tuple[int, ...]) -> DetectorConfig:
     if sec.has("scalar") and model != "scalar":
         raise ConfigError("detector.scalar", f"is only used with model scalar, not {model}",
                           "remove it, or set detector.model: scalar")
+    model_store = sec.get("model_store", str, None)
+    if model_store is not None:
+        if model != "synthetic":
+            raise ConfigError("detector.model_store",
+                              f"is only used with model synthetic, not {model}",
+                              "remove it, or set detector.model: synthetic")
+        model_store = _path(model_store, base)
     cfg = DetectorConfig(
         window=window, tile=min(tile, window), model=model, caldir=caldir, scalar=scalar,
         cosmic_ray_flux=sec.get("cosmic_ray_flux", float, 8.0, minimum=0.0, maximum=1e4,
                                 hint="cosmic rays per cm^2 per s (0 for none)"),
         persistence=sec.get("persistence", bool, False),
+        model_store=model_store,
     )
     sec.done()
     if model == "caldir":

@@ -33,6 +33,7 @@ class Needs:
     render: int      # expected counts of one tile (GalSim)
     counts: int      # Poisson draw of one tile
     readout: int     # correlated noise, amp33 and cosmic rays of one (exposure, SCA)
+    model: int       # the synthetic detector model of one SCA, drawn into its store
     l1_tile: int     # the detector model on one frame tile
     reference: int   # reference-pixel correction of one (exposure, SCA)
     calibrate: int   # calibration and ramp fit of one frame tile with its halo
@@ -66,6 +67,9 @@ def needs(window: int, tile: int, frame_tile: int, cal_tile: int, nresultants: i
         # float64 noise of each read of the 128-column amp33 and the reference
         # rows, and the cosmic rays of the frame
         readout=frame * 136 * 8 * (2 * n + 4) * 2 + 256 * MIB,
+        # one block row of the frame twice (the blocks drawn and their copy) and
+        # the float64 temporaries of drawing a block
+        model=frame * 128 * 88 * 2 + 64 * MIB,
         # float64 means of every resultant, the reads being apportioned and the
         # region's reference data; uint16 + uint8 out
         l1_tile=px_l1 * (8 * (6 * n + 24) + 3 * n) + 64 * MIB,

@@ -51,6 +51,8 @@ from .detector.l1 import L1Tile, simulate_tile
 from .detector.model import detector_model
 from .detector.readout import Readout, make_readout
 from .detector.reference import CHANNEL_WIDTH, NBORDER
+from .detector.stored import STORE_NAME as MODEL_STORE_NAME
+from .detector.stored import remove_partial_entries, stored_model
 from .errors import OutputError, check_writable_directory, partial_path
 from .instrument.filters import GALSIM_NAME, bandpass
 from .memory import Needs
@@ -289,6 +291,34 @@ def previous_exposures(config: Config) -> dict[int, tuple[int, float]]:
     return {cur: (prev, gap) for prev, cur, gap in exposure_gaps(config.survey.exposures)}
 
 
+def model_store(config: Config) -> Path | None:
+    """Where the run keeps its synthetic detector model (:mod:`.detector.stored`);
+    None for the other models, which are read or made where they are used."""
+    det = config.detector
+    if det.model != "synthetic":
+        return None
+    return det.model_store or config.output.directory / MODEL_STORE_NAME
+
+
+def model_layer(survey: Survey, needs: Needs | None = None):
+    """One task per SCA that draws its synthetic model into the store (or finds it
+    there) and returns it: ``(layer or None, {SCA index: key})``.  Every L1 and L2
+    tile of the SCA depends on it and reads the model's files."""
+    cfg = survey.config
+    store = model_store(cfg)
+    if store is None:
+        return None, {}
+    name = "detmodel-" + tokenize(cfg.seed, repr(cfg.detector), str(store))
+    graph = {(name, isca): (model_task, cfg.seed, sca, cfg.detector, store)
+             for isca, sca in enumerate(survey.scas)}
+    return _layer(name, graph, (), needs, "model"), {key[1]: key for key in graph}
+
+
+def model_task(seed: int, sca: int, det: DetectorConfig, store: Path):
+    """The synthetic model of one SCA, drawn into ``store`` unless it is there."""
+    return stored_model(seed, sca, det.window, store)
+
+
 def ramp_cubes(survey: Survey, expected: da.Array, needs: Needs | None = None
                ) -> dict[str, da.Array]:
     """The L1 cubes: ramps and groupdq (exposure, sca, resultant, frame_y, frame_x), amp33.
@@ -313,6 +343,7 @@ def ramp_cubes(survey: Survey, expected: da.Array, needs: Needs | None = None
     token = tokenize(expected.name, repr(cfg))
     rname, tname = "readout-" + token, "l1tile-" + token
     previous = previous_exposures(cfg) if det.persistence else {}
+    models, model_keys = model_layer(survey, needs)
     readouts, graph = {}, {}
     for ie, exp in enumerate(survey.exposures):
         for isca, sca in enumerate(survey.scas):
@@ -325,9 +356,11 @@ def ramp_cubes(survey: Survey, expected: da.Array, needs: Needs | None = None
                                   exp.ma_table, nmax, prev[1] if prev else None)
                     graph[(tname, ie, isca, ty, tx)] = (
                         l1_task, spec, det, (halo.name, ie, isca, ty, tx), (rname, ie, isca),
-                        (halo.name, prev[0], isca, ty, tx) if prev else None)
+                        (halo.name, prev[0], isca, ty, tx) if prev else None,
+                        model_keys.get(isca))
     readout = _layer(rname, readouts, (), needs, "readout")
-    tiles = _layer(tname, graph, (halo, readout), needs, "l1_tile")
+    extra = (models,) if models is not None else ()
+    tiles = _layer(tname, graph, (halo, readout) + extra, needs, "l1_tile")
     lead = ((1,) * len(survey.exposures), (1,) * len(survey.scas), (nmax,))
     out = {}
     for index, (var, dtype) in enumerate((("ramps", np.uint16), ("groupdq", np.uint8))):
@@ -352,9 +385,11 @@ def readout_task(seed: int, exposure: int, sca: int, det: DetectorConfig, ma_tab
 
 
 def l1_task(spec: L1Tile, det: DetectorConfig, halo: np.ndarray, readout: Readout,
-            previous: np.ndarray | None):
-    """One tile of L1 from its block of expected counts grown by one pixel."""
-    model = detector_model(det, spec.seed, spec.sca)
+            previous: np.ndarray | None, model=None):
+    """One tile of L1 from its block of expected counts grown by one pixel (``model``:
+    the SCA's stored model, or None to make it here)."""
+    if model is None:
+        model = detector_model(det, spec.seed, spec.sca)
     data, dq = simulate_tile(spec, model, halo[0, 0], readout,
                              None if previous is None else previous[0, 0])
     return data[None, None], dq[None, None]
@@ -410,21 +445,24 @@ def l2_cubes(survey: Survey, cubes: dict[str, da.Array], needs: Needs | None = N
     token = tokenize(ramps.name, repr(cfg))
     refname, calname = "refpix-" + token, "caltile-" + token
     options = cfg.calibration.options()
+    models, model_keys = model_layer(survey, needs)
     references, graph = {}, {}
     for ie, exp in enumerate(survey.exposures):
         for isca, sca in enumerate(survey.scas):
             references[(refname, ie, isca)] = (
                 reference_task, cfg.seed, sca, det, exp.ma_table,
-                (ref_rows.name, ie, isca, 0, 0, 0), (amp33_full.name, ie, isca, 0, 0, 0))
+                (ref_rows.name, ie, isca, 0, 0, 0), (amp33_full.name, ie, isca, 0, 0, 0),
+                model_keys.get(isca))
             view = survey.views[ie * len(survey.scas) + isca]
             for ty, rows in enumerate(edges):
                 for tx, cols in enumerate(edges):
                     graph[(calname, ie, isca, ty, tx)] = (
                         calibrate_task, cfg.seed, sca, det, exp.ma_table, options, rows, cols,
                         view, (halo.name, ie, isca, 0, ty, tx), (ghalo.name, ie, isca, 0, ty, tx),
-                        (refname, ie, isca))
-    reference = _layer(refname, references, (ref_rows, amp33_full), needs, "reference")
-    tiles = _layer(calname, graph, (halo, ghalo, reference), needs, "calibrate")
+                        (refname, ie, isca), model_keys.get(isca))
+    extra = (models,) if models is not None else ()
+    reference = _layer(refname, references, (ref_rows, amp33_full) + extra, needs, "reference")
+    tiles = _layer(calname, graph, (halo, ghalo, reference) + extra, needs, "calibrate")
     lead = ((1,) * len(survey.exposures), (1,) * len(survey.scas))
     cy, cx = _tile_chunks(survey)
     out = {}
@@ -440,21 +478,24 @@ def l2_cubes(survey: Survey, cubes: dict[str, da.Array], needs: Needs | None = N
 
 
 def reference_task(seed: int, sca: int, det: DetectorConfig, ma_table, ref_rows: np.ndarray,
-                   amp33: np.ndarray):
+                   amp33: np.ndarray, model=None):
     """The reference-pixel correction of one (exposure, SCA): row and channel terms."""
     from .calibrate.core import exposure_reference
 
     nres = ma_table.nresultants
-    model = detector_model(det, seed, sca)
+    if model is None:
+        model = detector_model(det, seed, sca)
     return exposure_reference(model, ma_table, ref_rows[0, 0, :nres], amp33[0, 0, :nres])
 
 
 def calibrate_task(seed: int, sca: int, det: DetectorConfig, ma_table, options, rows, cols,
-                   view: SCAView, halo: np.ndarray, ghalo: np.ndarray, reference) -> np.ndarray:
+                   view: SCAView, halo: np.ndarray, ghalo: np.ndarray, reference,
+                   model=None) -> np.ndarray:
     """L2 of one frame tile from its resultants grown by the calibration halo."""
     from .calibrate.core import calibrate_block
 
-    model = detector_model(det, seed, sca)
+    if model is None:
+        model = detector_model(det, seed, sca)
     common, channel = reference
     area = frame_area(view, det.window, rows, cols)
     return calibrate_block(halo[0, 0], rows, cols, model, ma_table, common, channel, options,
@@ -723,6 +764,7 @@ def check_outputs(config: Config) -> bool:
     paths = output_paths(config)
     directory = config.output.directory
     check_writable_directory(directory, f"output.directory {directory}")
+    check_model_store(config)
     progress = Progress(directory)
     if config.output.overwrite:
         return False
@@ -744,6 +786,13 @@ def check_outputs(config: Config) -> bool:
     return False
 
 
+def check_model_store(config: Config) -> None:
+    """Fail early on a configured ``detector.model_store`` that cannot be written."""
+    store = config.detector.model_store
+    if store is not None:
+        check_writable_directory(store, f"detector.model_store {store}")
+
+
 def plan_checks(config: Config, survey: Survey, say: Callable[[str], None]) -> None:
     """What ``run`` checks before it starts work, for ``plan``: refuse (one line)
     what no flag of ``run`` would let through (an unwritable output directory,
@@ -751,6 +800,7 @@ def plan_checks(config: Config, survey: Survey, say: Callable[[str], None]) -> N
     with an earlier run in the directory."""
     directory = config.output.directory
     check_writable_directory(directory, f"output.directory {directory}")
+    check_model_store(config)
     try:
         resume = check_outputs(config)
     except OutputError as exc:
@@ -775,7 +825,8 @@ def clear_outputs(config: Config) -> None:
     """Remove an earlier run's outputs and progress (``overwrite``): a new run starts."""
     paths = output_paths(config)
     progress = Progress(config.output.directory)
-    for path in (paths["store"], partial_path(paths["store"]), progress.path):
+    for path in (paths["store"], partial_path(paths["store"]), progress.path,
+                 config.output.directory / MODEL_STORE_NAME):
         if path.exists():
             shutil.rmtree(path)
     paths["footprint"].unlink(missing_ok=True)
@@ -835,6 +886,8 @@ def simulate(survey: Survey, client, needs: Needs | None, progress: Progress, re
     if resume:
         say(f"resuming: {len(done)} of {len(everything)} (exposure, SCA) products "
             f"already complete")
+        # the run's own store: what killed writers left (the complete models stay)
+        remove_partial_entries(config.output.directory / MODEL_STORE_NAME)
     pending = [es for es in everything if es not in done]
     truth = truth_table(survey)
     ds, stages, ntiles = survey_dataset(survey, needs)
@@ -911,6 +964,8 @@ def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Path]:
         store.finalise(partial, paths["store"])
         written["store"] = paths["store"]
         say(f"wrote {paths['store']}")
+    # the detector models kept for the run (a configured model_store keeps them)
+    shutil.rmtree(config.output.directory / MODEL_STORE_NAME, ignore_errors=True)
     progress.remove()
     return written
 

@@ -3,8 +3,8 @@
 A run in progress keeps ``romandask.progress/`` beside its partial store::
 
     fingerprint     what makes the run's bytes: the config (but its cluster
-                    section and ``overwrite``), the romandask version and the
-                    catalog file's checksum
+                    section, ``overwrite`` and ``detector.model_store``), the
+                    romandask version and the catalog file's checksum
     done/E-S        one empty file per finished (exposure index, SCA index):
                     its store chunks and its L1 and L2 files are all written
 
@@ -13,6 +13,10 @@ file is written under a temporary name and renamed, so a rerun that trusts
 the markers never keeps a partial product.  The same config and seed give
 the same bytes whatever was interrupted: products are pure functions of
 (seed, exposure, SCA).  The directory goes when the run completes.
+
+The run's synthetic detector models (``romandask.detector/``, see
+:mod:`romandask.detector.stored`) stay beside it until then: a resumed run
+reads the complete ones and draws only what a killed writer left unfinished.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ def fingerprint(config: Config) -> str:
     """What makes a run's outputs: a rerun may resume only a run of the same."""
     neutral = dataclasses.replace(
         config, cluster=ClusterConfig(), source=None,
-        output=dataclasses.replace(config.output, overwrite=False))
+        output=dataclasses.replace(config.output, overwrite=False),
+        detector=dataclasses.replace(config.detector, model_store=None))
     digest = hashlib.sha256(repr(neutral).encode())
     if config.catalog.file is not None:
         path = config.catalog.file

@@ -166,6 +166,11 @@ CONFIGS = {
     "mosaic kernel unknown": (run_config({"output": {"products": ["l1", "l2", "mosaic"]},
                                           "mosaic": {"kernel": "bilinear"}}),
                               ("mosaic.kernel",)),
+    "model_store with a scalar model": (
+        run_config({"detector": {"model": "scalar", "model_store": "models"}}),
+        ("detector.model_store", "synthetic")),
+    "model_store under a file": (run_config({"detector": {"model_store": "/dev/null/models"}}),
+                                 ("detector.model_store", "not a writable directory")),
 }
 
 #: A region survey: the small run's one exposure replaced by a region and a pattern.

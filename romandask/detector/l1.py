@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import rng
 from ..instrument.matables import MATable
-from .forward import TileInputs, finish_resultants, ramp_means, saturation_dq
+from .forward import TileInputs, finish_resultants, ramp_means
 from .readout import Readout
 from .reference import NBORDER
 
@@ -95,6 +95,8 @@ def extended_region(model, rows: tuple[int, int], cols: tuple[int, int], depth: 
     """
     (rs, cs), pad = grown_rectangle(rows, cols, depth, model.frame_shape[0])
     region = model.region(rs, cs)
+    if not any(any(side) for side in pad):
+        return region  # inside the frame: nothing to pad
     out = {}
     for name, value in vars(region).items():
         if isinstance(value, np.ndarray) and value.ndim >= 2:
@@ -157,8 +159,8 @@ def simulate_tile(spec: L1Tile, model, expected: np.ndarray, readout: Readout,
     data, dq = finish_resultants(
         means, tile_science, model.biascorr(slice(y0, y1), slice(x0, x1), spec.ma_table),
         region.read_noise[inner], reads,
-        readout.correlated(slice(y0, y1), slice(x0, x1), spec.window), gen, reference_level)
-    dq |= saturation_dq(first_sat, spec.ma_table)
+        readout.row_noise(slice(y0, y1), slice(x0, x1), spec.window), gen, reference_level,
+        first_sat, spec.ma_table)
 
     nres, nmax = spec.ma_table.nresultants, spec.nresultants_max
     if nmax > nres:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..instrument.matables import MATable
 from .cosmic_rays import CosmicRays, cosmic_ray_deposits
+from .forward import RowNoise
 from .reference import CHANNEL_WIDTH, NCHAN, channel_of, frame_index
 
 
@@ -80,10 +81,13 @@ class Readout:
 
     def correlated(self, rows: slice, cols: slice, window: int) -> np.ndarray:
         """Read-averaged correlated noise (nres, ny, nx) of a frame rectangle."""
-        chan = channel_of(frame_index(window)[cols])
-        common = self.common[:, rows, None]
-        channel = self.channel[:, chan, rows].transpose(0, 2, 1)
-        return (common + channel).astype(np.float32)
+        return self.row_noise(rows, cols, window).cube()
+
+    def row_noise(self, rows: slice, cols: slice, window: int) -> RowNoise:
+        """The same noise as rows and channels, without a cube of every pixel."""
+        return RowNoise(np.ascontiguousarray(self.common[:, rows]),
+                        np.ascontiguousarray(self.channel[:, :, rows]),
+                        channel_of(frame_index(window)[cols]))
 
 
 def _average(per_read: np.ndarray, ma_table: MATable) -> np.ndarray:

@@ -528,6 +528,20 @@ def _identity_ipc(shape: tuple[int, int]) -> np.ndarray:
 #: Side of the blocks the synthetic detector is drawn in (one channel wide).
 BLOCK = CHANNEL_WIDTH
 
+#: The per-pixel fields of the synthetic detector that are drawn (and stored, see
+#: :mod:`.stored`): dtype and leading shape.  The Region's other fields follow
+#: from these and the geometry.
+STORED_FIELDS = {
+    "gain": (np.float32, ()), "read_noise": (np.float32, ()),
+    "dark_slope": (np.float32, ()), "flat": (np.float32, ()),
+    "saturation": (np.float32, ()), "mask": (np.uint32, ()),
+    "lin_coeffs": (np.float32, (4,)), "sref": (np.float32, ()),
+    "ipc": (np.float32, (3, 3)),
+    "bias_offset": (np.float32, ()), "bias_transient": (np.float32, ()),
+}
+STORED_REGION_FIELDS = tuple(name for name in STORED_FIELDS
+                             if name not in ("bias_offset", "bias_transient"))
+
 #: galsim.roman.ipc_kernel before normalisation (GalSim 2.5): element [i, j]
 #: is the coupling into a pixel from its neighbour at (y + i - 1, x + j - 1).
 _GALSIM_IPC = np.array([[0.001269938, 0.015399776, 0.001199862],
@@ -637,13 +651,30 @@ class SyntheticModel(DetectorModel):
 
     def region(self, rows: slice, cols: slice) -> Region:
         ydet, xdet = self._detector(rows, cols)
-        return Region(**self._gather(ydet, xdet, _REGION_FIELDS))
+        return self._region(self._gather(ydet, xdet, STORED_REGION_FIELDS), ydet, xdet)
 
     def biascorr(self, rows: slice, cols: slice, ma_table: MATable) -> np.ndarray:
         ydet, xdet = self._detector(rows, cols)
-        f = self._gather(ydet, xdet, ("bias_offset", "bias_transient"))
+        return self._biascorr(self._gather(ydet, xdet, ("bias_offset", "bias_transient")),
+                              ma_table)
+
+    def _region(self, stored: dict[str, np.ndarray], ydet: np.ndarray,
+                xdet: np.ndarray) -> Region:
+        """The Region of a rectangle from its :data:`STORED_FIELDS`: the fields that
+        follow from them (``smin``, ``smax``) or from the geometry (``reset_noise``,
+        ``lin_dq``) are computed."""
+        reference = _reference_pixels(ydet, xdet)
+        fig = self.figures
+        return Region(
+            **{name: stored[name] for name in STORED_REGION_FIELDS},
+            reset_noise=np.full(reference.shape, fig.reset_noise, np.float32),
+            smin=(stored["sref"] - np.float32(fig.smin_below_sref)).astype(np.float32),
+            smax=stored["saturation"].copy(),
+            lin_dq=np.where(reference, _REFERENCE, np.uint32(0)))
+
+    def _biascorr(self, stored: dict[str, np.ndarray], ma_table: MATable) -> np.ndarray:
         decay = np.exp(-ma_table.tbar / self.figures.transient_tau).astype(np.float32)
-        return f["bias_offset"] + f["bias_transient"] * decay[:, None, None]
+        return stored["bias_offset"] + stored["bias_transient"] * decay[:, None, None]
 
     def t0(self, ma_table: MATable) -> float:
         # The forward model resets the well to Sref ("0 e-"), so the reference
@@ -725,7 +756,7 @@ class SyntheticModel(DetectorModel):
                 + fig.sref_pixel_sigma * n_sref).astype(np.float32)
         saturation = np.minimum(sref + fig.full_well * (1.0 + fig.full_well_scatter * n_well),
                                 fig.saturation_max).astype(np.float32)
-        smin = (sref - np.float32(fig.smin_below_sref)).astype(np.float32)
+        smin = (sref - np.float32(fig.smin_below_sref)).astype(np.float32)  # as _region's
         beta = np.where(science, fig.beta * (1.0 + fig.beta_scatter * n_beta), 0.0)
         gamma = np.where(science, fig.gamma, 0.0)
         lin_coeffs = _legendre_from_cubic(smin.astype(np.float64), saturation.astype(np.float64),
@@ -753,22 +784,18 @@ class SyntheticModel(DetectorModel):
         for chosen, flag in ((warm, pixelflags.WARM), (hot, pixelflags.HOT),
                              (low_qe, pixelflags.LOW_QE), (dead, pixelflags.DEAD)):
             mask |= np.where(chosen & science, np.uint32(flag), np.uint32(0))
-        lin_dq = np.where(reference, _REFERENCE, np.uint32(0))
-        mask |= lin_dq
+        mask |= np.where(reference, _REFERENCE, np.uint32(0))
 
+        # STORED_FIELDS; the Region's other fields follow from them (_region)
         return {
             "gain": gain.astype(np.float32),
             "read_noise": read_noise.astype(np.float32),
-            "reset_noise": np.broadcast_to(np.float32(fig.reset_noise), shape),
             "dark_slope": dark_slope.astype(np.float32),
             "flat": flat.astype(np.float32),
             "saturation": saturation,
             "mask": mask,
             "lin_coeffs": lin_coeffs.astype(np.float32),
-            "smin": smin,
-            "smax": saturation,
             "sref": sref,
-            "lin_dq": lin_dq,
             "ipc": self._ipc(n_ipc, y[:, 0], x[0], reference),
             "bias_offset": np.where(science, fig.bias_offset_sigma * n_bias,
                                     0.0).astype(np.float32),
