@@ -460,20 +460,30 @@ def _ipc_row(low, mid, high, kernel, k0, y, out):
 
     ``low``, ``mid``, ``high`` are the source rows y, y + 1, y + 2; source
     (a, b) has the kernel ``kernel[:, :, k0 + a, k0 + b]`` (ipc4d); ``out``
-    holds W - 2 values.  The terms are added in the order of
-    :func:`_ipc_kernel`, each one over the whole row (vectorised).
+    holds W - 2 values.  The nine terms of a pixel are added in a register,
+    in the order of the sources (y + 2 - dy, x + 2 - dx) for dy, then dx,
+    from 0 to 2, the whole row at once (vectorised).
     """
     n = out.shape[0]
+    a = k0 + y
+    k00, k01, k02 = kernel[0, 0, a + 2, k0 + 2:], kernel[0, 1, a + 2, k0 + 1:], \
+        kernel[0, 2, a + 2, k0:]
+    k10, k11, k12 = kernel[1, 0, a + 1, k0 + 2:], kernel[1, 1, a + 1, k0 + 1:], \
+        kernel[1, 2, a + 1, k0:]
+    k20, k21, k22 = kernel[2, 0, a, k0 + 2:], kernel[2, 1, a, k0 + 1:], kernel[2, 2, a, k0:]
+    h2, h1, m2, m1, l2, l1 = high[2:], high[1:], mid[2:], mid[1:], low[2:], low[1:]
     for x in range(n):
-        out[x] = 0.0
-    for dy in range(3):
-        src = high if dy == 0 else (mid if dy == 1 else low)
-        a = y + 2 - dy
-        for dx in range(3):
-            krow = kernel[dy, dx, k0 + a]
-            for x in range(n):
-                b = x + 2 - dx
-                out[x] += np.float64(krow[k0 + b]) * src[b]
+        t = 0.0
+        t += np.float64(k00[x]) * h2[x]
+        t += np.float64(k01[x]) * h1[x]
+        t += np.float64(k02[x]) * high[x]
+        t += np.float64(k10[x]) * m2[x]
+        t += np.float64(k11[x]) * m1[x]
+        t += np.float64(k12[x]) * mid[x]
+        t += np.float64(k20[x]) * l2[x]
+        t += np.float64(k21[x]) * l1[x]
+        t += np.float64(k22[x]) * low[x]
+        out[x] = t
 
 
 @numba.njit(cache=True, nogil=True)
