@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 from roman_datamodels.dqflags import group as groupflags
 from roman_datamodels.dqflags import pixel as pixelflags
@@ -42,6 +43,9 @@ HALO = 4
 OUTPUTS = ("data", "err", "var_poisson", "var_rnoise", "dq")
 
 _DO_NOT_USE = np.uint32(pixelflags.DO_NOT_USE)
+_SATURATED_PIXEL = np.uint32(pixelflags.SATURATED)
+_NO_FLAT_FIELD = np.uint32(pixelflags.NO_FLAT_FIELD)
+_SATURATED_GROUP = np.uint8(groupflags.SATURATED)
 _EXCLUDE_IN = np.uint8(groupflags.DO_NOT_USE | groupflags.AD_FLOOR)
 
 
@@ -178,21 +182,96 @@ def fit_ramp(options: CalOptions, resultants, groupdq, read_noise, gain, ma_tabl
             "poisson_coeff": coeff, "dq": res.dq.astype(np.uint32)}
 
 
-def _local_rate(slope: np.ndarray, usable: np.ndarray) -> np.ndarray:
-    """Mean slope of each interior pixel's 24 neighbours (a 5 x 5 box without its centre)."""
-    s = np.where(usable, slope, 0.0)
-    w = usable.astype(np.float64)
-    H, W = s.shape
-    total = np.zeros((H - 4, W - 4))
-    count = np.zeros((H - 4, W - 4))
-    for dy in range(5):
-        for dx in range(5):
-            if dy == 2 and dx == 2:
-                continue
-            total += s[dy:H - 4 + dy, dx:W - 4 + dx]
-            count += w[dy:H - 4 + dy, dx:W - 4 + dx]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / count, np.nan)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _finish(slope, var_rnoise, coeff, fit_dq, gdq, science, gain, dark_slope, flat, scale_gain,
+            area, has_area, gen_units, deconvolved, mask, lin_dq, nolin, sliceout, out):
+    """Steps 7 (the Poisson variance from the local rate) and 8 in one pass.
+
+    ``slope``, ``var_rnoise``, ``coeff``, ``fit_dq`` and ``gdq`` are on the
+    block less a 2-pixel ring, the rest on the block; ``out`` (5, ny, nx),
+    or (6, ny, nx) with ``sliceout`` (``endslice`` last), and ``area`` and
+    ``deconvolved`` (the flat of ``gen_units``, gen_cal_image's units), the
+    block less :data:`HALO`.  The local rate is the mean slope of the 24
+    neighbours (a 5 x 5 box without its centre) that have one, NaN if none
+    has; the sums run over the box row by row, as a row of pixels at a time.
+    """
+    ny, nx = out.shape[1], out.shape[2]
+    nres = gdq.shape[0]
+    fy, fx = slope.shape
+    usable = np.empty((fy, fx))   # the slope where there is one, else 0
+    weight = np.empty((fy, fx))   # 1 where there is one
+    for y in range(fy):
+        for x in range(fx):
+            s = np.float64(slope[y, x])
+            ok = science[y + 2, x + 2] and np.isfinite(s)
+            usable[y, x] = s if ok else 0.0
+            weight[y, x] = 1.0 if ok else 0.0
+    total = np.empty(nx)
+    count = np.empty(nx)
+    for y in range(ny):
+        for x in range(nx):
+            total[x] = 0.0
+            count[x] = 0.0
+        for dy in range(5):
+            for dx in range(5):
+                if dy == 2 and dx == 2:
+                    continue
+                u = usable[y + dy]
+                w = weight[y + dy]
+                for x in range(nx):
+                    total[x] += u[x + dx]
+                    count[x] += w[x + dx]
+        for x in range(nx):
+            local = total[x] / count[x] if count[x] > 0 else np.nan
+            sci = science[y + 4, x + 4]
+            own = np.float64(slope[y + 2, x + 2]) if sci else np.nan
+            var_r = np.float64(var_rnoise[y + 2, x + 2])
+            c = np.float64(coeff[y + 2, x + 2])
+            # as np.maximum(., 0): NaN stays NaN
+            local_pos = local if (np.isnan(local) or local > 0.0) else 0.0
+            close = abs(own - local) <= 3.0 * np.sqrt(var_r + c * local_pos)
+            rate_for_var = local if (np.isfinite(local) and close) else own
+            var_p = c * (rate_for_var if (np.isnan(rate_for_var) or rate_for_var > 0.0)
+                         else 0.0)
+            g = np.float64(gain[y + 4, x + 4])
+            rate = own - np.float64(dark_slope[y + 4, x + 4]) * g
+            f = np.float64(flat[y + 4, x + 4])
+            bad_flat = not f > 0.1
+            if gen_units:
+                scale = np.nan if (bad_flat or not sci) else g * deconvolved[y, x]
+                if has_area:
+                    scale = scale / np.float64(area[y, x])
+            else:
+                scale = (np.nan if bad_flat else f) * scale_gain
+                if has_area:
+                    scale = scale * np.float64(area[y, x])
+            scale2 = scale * scale
+            if sci:
+                data = rate / scale
+                vp = var_p / scale2
+                vr = var_r / scale2
+            else:
+                data = vp = vr = np.nan
+            out[0, y, x] = data
+            out[1, y, x] = np.sqrt(vp + vr)
+            out[2, y, x] = vp
+            out[3, y, x] = vr
+            dq = (mask[y + 4, x + 4] | lin_dq[y + 4, x + 4] | nolin[y + 4, x + 4]
+                  | fit_dq[y + 2, x + 2])
+            first = -1    # the first saturated resultant
+            for i in range(nres):
+                if gdq[i, y + 2, x + 2] & _SATURATED_GROUP:
+                    dq |= _SATURATED_PIXEL
+                    first = i
+                    break
+            if sliceout:
+                # the last resultant before the first saturated one, -1 if none is
+                out[5, y, x] = first - 1 if first > 0 else -1
+            if bad_flat and sci:
+                dq |= _NO_FLAT_FIELD
+            if sci and not np.isfinite(data):
+                dq |= _DO_NOT_USE
+            out[4, y, x] = dq
 
 
 def calibrate_block(data: np.ndarray, rows: tuple[int, int], cols: tuple[int, int],
@@ -224,6 +303,13 @@ def calibrate_block(data: np.ndarray, rows: tuple[int, int], cols: tuple[int, in
     ``endslice`` if asked), data in ``options.units`` (romandask's: DN/s at
     the reference gain; NaN where there is no rate, and on reference
     pixels), dq and endslice as exact integers.
+
+    Steps 1-6 (saturation, its backup and the excluded first resultant,
+    reference pixels, bias, linearity, gain and IPC) run in one compiled
+    pass (:func:`steps.raw_to_collected_charge`), then the ramp fit, then
+    the Poisson variance and the output (dark, flat, area, dq, endslice) in
+    a last one: every whole-block array is the input or the result of a
+    step, with no temporary copy between them.
     """
     nres = ma_table.nresultants
     h = HALO
@@ -231,99 +317,47 @@ def calibrate_block(data: np.ndarray, rows: tuple[int, int], cols: tuple[int, in
     frame = model.frame_shape[0]
     region = extended_region(model, rows, cols, h)
     science = science_mask(ext_rows, ext_cols, frame)
-    raw = data[:nres].astype(np.float64)
+    raw = data[:nres]
     H, W = science.shape
     if raw.shape[1:] != (H, W):
         raise ValueError(f"block data are {raw.shape[1:]}, expected {(H, W)} with the halo")
 
-    # 1. data quality
-    pixeldq = region.mask | region.lin_dq
-    gdq = np.zeros(raw.shape, np.uint8)
-    if groupdq is not None:
-        gdq |= np.where(groupdq[:nres] & _EXCLUDE_IN, np.uint8(groupflags.DO_NOT_USE), 0)
-
-    # 2. saturation (on the raw data less the bias correction)
+    # 1. data quality, 2. saturation (on the raw data less the bias correction),
+    # 3. reference pixels, 4. bias correction, 5. linearity, 6. to electrons, and IPC
     (rs, cs), pad = grown_rectangle(rows, cols, h, frame)
-    bias = np.pad(model.biascorr(rs, cs, ma_table), ((0, 0),) + pad)
+    bias = model.biascorr(rs, cs, ma_table)
     reads = np.array([len(r) for r in ma_table.read_pattern], np.float64)
     noise = effective_read_noise(model, region.read_noise)
     margin = 5.0 * np.sqrt(noise ** 2 / reads.min() + model.c_pink ** 2)
-    gdq |= steps.flag_saturation(raw - bias, region.saturation.astype(np.float64),
-                                 region.sref.astype(np.float64), ma_table, margin)
-    if options.saturation_backup:
-        steps.back_up_saturation(gdq, ma_table.read_pattern, options.saturation_backup)
-    if options.exclude_first:
-        gdq[0] |= np.uint8(groupflags.DO_NOT_USE)
-
-    # 3. reference pixels, 4. bias correction
+    tlast = np.array([r[-1] for r in ma_table.read_pattern]) * ma_table.frame_time
     y = np.clip(np.arange(*ext_rows), 0, frame - 1)
     x = np.clip(np.arange(*ext_cols), 0, frame - 1)
-    chan = channel_of(frame_index(model.window)[x])
-    raw = steps.apply_reference_correction(raw, common[:nres][:, y], channel[:nres][:, :, y],
-                                           chan)
-    raw -= bias
-
-    # 5. linearity
-    usable = (gdq & np.uint8(groupflags.SATURATED | groupflags.DO_NOT_USE)) == 0
-    slin, nolin = steps.linearize_cube(raw, region, usable & science[None])
-    pixeldq |= nolin
-
-    # 6. to electrons, and IPC
-    gain = region.gain.astype(np.float64)
-    charge = np.where(science[None], slin * gain, 0.0)
-    charge = steps.ipc_correct(charge, region.ipc.astype(np.float64))
+    gdq2, charge, nolin = steps.raw_to_collected_charge(
+        raw, None if groupdq is None else groupdq[:nres], _EXCLUDE_IN, bias,
+        (pad[0][0], pad[1][0]), common[:nres][:, y], channel[:nres][:, :, y],
+        channel_of(frame_index(model.window)[x]), region.saturation.astype(np.float64) - margin,
+        ma_table.tbar / tlast, region, science, reads=reads,
+        saturation_backup=options.saturation_backup, exclude_first=options.exclude_first)
     inner2 = (slice(2, -2), slice(2, -2))
-    gdq2 = gdq[(slice(None),) + inner2]
+    gain2 = region.gain[inner2].astype(np.float64)
 
     # 7. ramps, on the rectangle plus a 2-pixel ring for the local rates
     times = RampTimes.from_pattern(ma_table.read_pattern, ma_table.frame_time)
-    fit = fit_ramp(options, charge, gdq2, noise[inner2] * gain[inner2], gain[inner2], ma_table,
-               times)
-    science2 = science[inner2]
-    slope = np.where(science2, fit["slope"], np.nan)
-    usable2 = np.isfinite(slope)
-    inner = (slice(2, -2), slice(2, -2))
-    local = _local_rate(slope, usable2)
-    own = slope[inner]
-    var_r = fit["var_rnoise"][inner]
-    coeff = fit["poisson_coeff"][inner]
-    close = np.abs(own - local) <= 3.0 * np.sqrt(var_r + coeff * np.maximum(local, 0.0))
-    rate_for_var = np.where(np.isfinite(local) & close, local, own)
-    var_p = coeff * np.maximum(rate_for_var, 0.0)
+    fit = fit_ramp(options, charge, gdq2, noise[inner2] * gain2, gain2, ma_table, times)
+    del charge
 
-    # 8. dark, flat, area, reference gain
-    core = (slice(h, -h), slice(h, -h))
-    g = gain[core]
-    rate = own - region.dark_slope[core] * g
-    flat = region.flat[core].astype(np.float64)
-    bad_flat = ~(flat > 0.1)
-    if options.units == "romandask":
-        scale = np.where(bad_flat, np.nan, flat) * model.reference_gain()
-        if area is not None:
-            scale = scale * area
-    else:
-        # gen_cal_image: DN/s at the pixel's own gain over its IPC-deconvolved
-        # flat, times the pixel area (README, Calibration: output units)
-        deconvolved = steps.deconvolved_flat(region.flat, gain, region.ipc, science)[inner]
-        scale = np.where(bad_flat | ~science[core], np.nan, g * deconvolved)
-        if area is not None:
-            scale = scale / area
-    sci = science[core]
-    out = np.empty((len(options.outputs),) + rate.shape)
-    out[0] = np.where(sci, rate / scale, np.nan)
-    out[2] = np.where(sci, var_p / scale ** 2, np.nan)
-    out[3] = np.where(sci, var_r / scale ** 2, np.nan)
-    out[1] = np.sqrt(out[2] + out[3])
-    dq = pixeldq[core] | fit["dq"][inner]
-    saturated = (gdq[(slice(None),) + core] & np.uint8(groupflags.SATURATED)).any(axis=0)
-    dq |= np.where(saturated, np.uint32(pixelflags.SATURATED), np.uint32(0))
-    dq |= np.where(bad_flat & sci, np.uint32(pixelflags.NO_FLAT_FIELD), np.uint32(0))
-    dq |= np.where(sci & ~np.isfinite(out[0]), _DO_NOT_USE, np.uint32(0))
-    out[4] = dq
-    if options.sliceout:
-        flagged = (gdq[(slice(None),) + core] & np.uint8(groupflags.SATURATED)) != 0
-        first = np.argmax(flagged, axis=0)
-        out[5] = np.where(flagged.any(axis=0) & (first > 0), first - 1, -1)
+    # 7. Poisson variance from the local rate, 8. dark, flat, area, units, dq
+    gen_units = options.units == "gen_cal_image"
+    # gen_cal_image: DN/s at the pixel's own gain over its IPC-deconvolved
+    # flat, times the pixel area (README, Calibration: output units)
+    deconvolved = (steps.deconvolved_flat(region.flat, region.gain, region.ipc,
+                                          science)[inner2] if gen_units else np.ones((1, 1)))
+    out = np.empty((len(options.outputs), H - 2 * h, W - 2 * h))
+    _finish(fit["slope"], fit["var_rnoise"], fit["poisson_coeff"], fit["dq"], gdq2, science,
+            region.gain, region.dark_slope, region.flat, float(model.reference_gain()),
+            np.ones((1, 1)) if area is None else np.asarray(area, np.float64),
+            area is not None, gen_units, deconvolved, region.mask, region.lin_dq, nolin,
+            options.sliceout, out)
     return out
 
 

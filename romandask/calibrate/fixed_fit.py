@@ -519,7 +519,10 @@ def fit_fixed(resultants, groupdq, read_noise, gain, times: RampTimes,
     """
     nres, ny, nx = resultants.shape
     data = np.ascontiguousarray(resultants, np.float64).reshape(nres, -1)
-    gdq = np.ascontiguousarray(groupdq, np.uint32).reshape(nres, -1)
+    groupdq = np.asarray(groupdq)
+    # group flags fit in a byte: uint8 (as the calibration makes them) is used as it is
+    gdq = np.ascontiguousarray(groupdq, groupdq.dtype if groupdq.dtype in (np.uint8, np.uint32)
+                               else np.uint32).reshape(nres, -1)
     sig2 = np.ascontiguousarray(np.broadcast_to(np.asarray(read_noise, np.float64) ** 2,
                                                 (ny, nx))).ravel()
     g = np.ascontiguousarray(np.broadcast_to(np.asarray(gain, np.float64), (ny, nx))).ravel()

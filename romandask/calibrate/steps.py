@@ -46,10 +46,14 @@ __all__ = [
     "flag_saturation",
     "ipc_correct",
     "linearize_cube",
+    "raw_to_charge",
     "reference_offsets",
 ]
 
 _SATURATED = np.uint8(groupflags.SATURATED)
+_DO_NOT_USE_GROUP = np.uint8(groupflags.DO_NOT_USE)
+_UNUSABLE = np.uint8(groupflags.SATURATED | groupflags.DO_NOT_USE)
+_NO_LIN_CORR = np.uint32(pixelflags.NO_LIN_CORR)
 
 
 def flag_saturation(signal: np.ndarray, saturation: np.ndarray, sref: np.ndarray,
@@ -250,19 +254,363 @@ def linearize_cube(raw: np.ndarray, region: Region, usable: np.ndarray
     return value, np.where(outside, np.uint32(pixelflags.NO_LIN_CORR), np.uint32(0))
 
 
+def _charge_arguments(data, groupdq, exclude_in, bias, bias_origin, common_rows,
+                      channel_rows, chan, threshold, dilution, region, science, reads,
+                      saturation_backup, exclude_first):
+    has_groupdq = groupdq is not None
+    if saturation_backup < 0:
+        raise ValueError(f"saturation_backup must be >= 0, got {saturation_backup}")
+    if saturation_backup and reads is None:
+        raise ValueError("saturation_backup needs the reads of each resultant (reads)")
+    nres = data.shape[0]
+    multi = (np.zeros(nres, np.bool_) if reads is None
+             else np.ascontiguousarray(np.asarray(reads) > 1, np.bool_))
+    return (data, groupdq if has_groupdq else np.zeros((1, 1, 1), np.uint8), has_groupdq,
+            np.uint8(exclude_in), bias, int(bias_origin[0]), int(bias_origin[1]),
+            np.ascontiguousarray(common_rows),
+            # (nres, H, 32): each row's 32 channel terms side by side
+            np.ascontiguousarray(np.swapaxes(channel_rows, 1, 2)),
+            np.ascontiguousarray(chan, np.int64), np.ascontiguousarray(threshold, np.float64),
+            region.sref, np.ascontiguousarray(dilution, np.float64), region.smin, region.smax,
+            region.lin_coeffs, region.gain, np.ascontiguousarray(science, np.bool_), multi,
+            int(saturation_backup), bool(exclude_first))
+
+
+def raw_to_charge(data: np.ndarray, groupdq: np.ndarray | None, exclude_in: int,
+                  bias: np.ndarray, bias_origin: tuple[int, int], common_rows: np.ndarray,
+                  channel_rows: np.ndarray, chan: np.ndarray, threshold: np.ndarray,
+                  dilution: np.ndarray, region: Region, science: np.ndarray, *,
+                  reads: np.ndarray | None = None, saturation_backup: int = 0,
+                  exclude_first: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Steps 1 to 5 and the gain in one compiled pass over a block: raw DN to electrons.
+
+    The same values, bit for bit, as the steps one by one: group flags from
+    ``groupdq`` (resultants flagged ``exclude_in`` become DO_NOT_USE) and
+    :func:`flag_saturation` (``threshold`` the saturation level less its
+    margin, ``dilution`` its ``tbar / t_last`` per resultant), then
+    :func:`back_up_saturation` ``saturation_backup`` times (``reads``, the
+    reads of each resultant, tells the multi-read ones), the first resultant
+    DO_NOT_USE if ``exclude_first``, then :func:`apply_reference_correction`,
+    the bias, :func:`linearize_cube` (on the resultants left usable by those
+    flags) and the gain, row by row with no whole-block temporary.
+
+    Parameters
+    ----------
+    data : (nres, H, W) raw resultants (any numeric dtype), the block.
+    groupdq : (nres, H, W) input group flags, or None.
+    bias : (nres, h, w) the bias correction of the block's part within the
+        frame, whose first pixel is the block's ``bias_origin``; 0 beyond it.
+    common_rows, channel_rows : (nres, H) and (nres, 32, H) the reference
+        correction of the block's rows; ``chan`` (W,) each column's channel.
+    threshold : (H, W) float64; region : the block's reference data;
+    science : (H, W) bool, the light-sensitive pixels.
+
+    Returns
+    -------
+    gdq : (nres, H - 4, W - 4) uint8 group flags (SATURATED, DO_NOT_USE) of
+        the block less a 2-pixel ring (what the ramp fit sees after IPC);
+    charge : (nres, H, W) float64 linearised electrons, 0 off the science array;
+    nolin : (H, W) uint32 NO_LIN_CORR where a usable resultant of a science
+        pixel lies beyond [Smin, Smax].
+    """
+    nres, H, W = data.shape
+    gdq = np.empty((nres, H - 4, W - 4), np.uint8)
+    charge = np.empty((nres, H, W))
+    nolin = np.empty((H, W), np.uint32)
+    args = _charge_arguments(data, groupdq, exclude_in, bias, bias_origin, common_rows,
+                             channel_rows, chan, threshold, dilution, region, science,
+                             reads, saturation_backup, exclude_first)
+    _raw_to_charge(*args, gdq, nolin, charge)
+    return gdq, charge, nolin
+
+
+def raw_to_collected_charge(data: np.ndarray, groupdq: np.ndarray | None, exclude_in: int,
+                            bias: np.ndarray, bias_origin: tuple[int, int],
+                            common_rows: np.ndarray, channel_rows: np.ndarray, chan: np.ndarray,
+                            threshold: np.ndarray, dilution: np.ndarray, region: Region,
+                            science: np.ndarray, *, reads: np.ndarray | None = None,
+                            saturation_backup: int = 0, exclude_first: bool = False
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Steps 1 to 6 in one compiled pass: :func:`raw_to_charge`, then :func:`ipc_correct`.
+
+    The same arguments and results, bit for bit, except that the charge is
+    the charge collected (IPC inverted), (nres, H - 4, W - 4) float64: rows
+    of electrons are made three at a time and inverted as they come, so that
+    the charge sensed is never held for the whole block.  Float64 because
+    the ramp fit differences resultants of up to ~1e5 e-, and so that this
+    pass gives the step-by-step values exactly.
+    """
+    nres, H, W = data.shape
+    gdq = np.empty((nres, H - 4, W - 4), np.uint8)
+    collected = np.empty((nres, H - 4, W - 4))
+    nolin = np.empty((H, W), np.uint32)
+    args = _charge_arguments(data, groupdq, exclude_in, bias, bias_origin, common_rows,
+                             channel_rows, chan, threshold, dilution, region, science,
+                             reads, saturation_backup, exclude_first)
+    _raw_to_collected(*args, np.ascontiguousarray(region.ipc), gdq, nolin, collected)
+    return gdq, collected, nolin
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _charge_row(y, data, groupdq, has_groupdq, exclude_in, bias, by, bx, common_rows,
+                channel_rows, chan, threshold, sref, dilution, smin, smax, coeffs, gain,
+                science, multi, backup, exclude_first, gdq, nolin, work, state, first_sat, out):
+    """Row ``y`` of :func:`raw_to_charge`: electrons into ``out`` (nres, W).
+
+    Each value is computed with the operations, in the order, of the
+    step-by-step functions (in float64 from the float32 reference data).
+    ``work`` (2 nres + 9, W) float64, ``state`` (3, W) uint8 and ``first_sat``
+    (W,) int64 are scratch; ``multi`` (nres,) tells the resultants of more
+    than one read, ``backup`` the passes of :func:`back_up_saturation`.
+    """
+    nres, H, W = data.shape
+    bh, bw = bias.shape[1], bias.shape[2]
+    order = coeffs.shape[0]
+    yb = y - by
+    sig = work[:nres]
+    brow = work[nres:2 * nres]
+    v = work[2 * nres]
+    z = work[2 * nres + 1]
+    zc = work[2 * nres + 2]
+    value = work[2 * nres + 3]
+    slope = work[2 * nres + 4]
+    p_prev = work[2 * nres + 5]
+    p = work[2 * nres + 6]
+    d_prev = work[2 * nres + 7]
+    d = work[2 * nres + 8]
+    flag = state[0]
+    outside = state[2]
+    thr = threshold[y]
+    # 2. saturation, on the raw data less the bias correction (0 beyond the frame)
+    for i in range(nres):
+        b = brow[i]
+        for x in range(W):
+            b[x] = 0.0
+        if 0 <= yb < bh:
+            src = bias[i, yb]
+            for x in range(bw):
+                b[bx + x] = np.float64(src[x])
+        raw = data[i, y]
+        si = sig[i]
+        for x in range(W):
+            si[x] = np.float64(raw[x]) - b[x]
+    s_ref = sref[y]
+    # the first saturated resultant of each pixel (nres if none): every
+    # resultant after a saturated one is saturated too
+    for x in range(W):
+        first_sat[x] = nres
+        outside[x] = 0
+    for i in range(nres):
+        si = sig[i]
+        if i + 1 < nres:
+            # diluted: the next resultant is saturated, and this one is as high
+            # as a linear ramp saturating at its last read would be
+            nxt = sig[i + 1]
+            for x in range(W):
+                r = np.float64(s_ref[x])
+                hit = (si[x] >= thr[x]) | ((nxt[x] >= thr[x])
+                                           & (si[x] >= r + (thr[x] - r) * dilution[i]))
+                if hit and first_sat[x] == nres:
+                    first_sat[x] = i
+        else:
+            for x in range(W):
+                if si[x] >= thr[x] and first_sat[x] == nres:
+                    first_sat[x] = i
+    # back_up_saturation's passes: each moves the first saturated resultant back
+    # over one multi-read resultant, and stops at a single read
+    if backup > 0:
+        for x in range(W):
+            f = first_sat[x]
+            if f < nres:
+                n = 0
+                while n < backup and f > 0 and multi[f - 1]:
+                    f -= 1
+                    n += 1
+                first_sat[x] = f
+    for i in range(nres):
+        # 1. data quality
+        for x in range(W):
+            flag[x] = _SATURATED if i >= first_sat[x] else np.uint8(0)
+        if has_groupdq:
+            g = groupdq[i, y]
+            for x in range(W):
+                if g[x] & exclude_in:
+                    flag[x] |= _DO_NOT_USE_GROUP
+        if exclude_first and i == 0:
+            for x in range(W):
+                flag[x] |= _DO_NOT_USE_GROUP
+        if 2 <= y < H - 2:
+            dst = gdq[i, y - 2]
+            for x in range(W - 4):
+                dst[x] = flag[x + 2]
+        # 3. reference pixels, 4. bias correction
+        raw = data[i, y]
+        common = np.float64(common_rows[i, y])
+        terms = channel_rows[i, y]
+        b = brow[i]
+        for x in range(W):
+            v[x] = ((np.float64(raw[x]) - common) - np.float64(terms[chan[x]])) - b[x]
+        # 5. linearity: the Legendre curve, along its tangent past |z| = 1
+        lo = smin[y]
+        hi = smax[y]
+        sci = science[y]
+        for x in range(W):
+            low = np.float64(lo[x])
+            high = np.float64(hi[x])
+            usable = (flag[x] & _UNUSABLE) == 0
+            outside[x] = outside[x] | np.uint8(usable & sci[x] & ((v[x] < low) | (v[x] > high)))
+            z[x] = (v[x] - low) / ((high - low) / 2.0) - 1.0
+            zc[x] = min(max(z[x], -1.0), 1.0)
+            value[x] = np.float64(coeffs[0, y, x])
+            slope[x] = 0.0
+            p_prev[x] = 1.0
+            p[x] = zc[x]
+            d_prev[x] = 0.0
+            d[x] = 1.0
+        for k in range(1, order):
+            ck = coeffs[k, y]
+            for x in range(W):
+                c = np.float64(ck[x])
+                value[x] += c * p[x]
+                slope[x] += c * d[x]
+            if k + 1 < order:
+                for x in range(W):
+                    p_next = ((2 * k + 1) * zc[x] * p[x] - k * p_prev[x]) / (k + 1)
+                    d_next = d_prev[x] + (2 * k + 1) * p[x]
+                    p_prev[x] = p[x]
+                    p[x] = p_next
+                    d_prev[x] = d[x]
+                    d[x] = d_next
+        # 6. to electrons, 0 off the science array
+        g_row = gain[y]
+        o = out[i]
+        for x in range(W):
+            o[x] = (value[x] + slope[x] * (z[x] - zc[x])) * np.float64(g_row[x]) \
+                if sci[x] else 0.0
+    row = nolin[y]
+    for x in range(W):
+        row[x] = _NO_LIN_CORR if outside[x] else np.uint32(0)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _raw_to_charge(data, groupdq, has_groupdq, exclude_in, bias, by, bx, common_rows,
+                   channel_rows, chan, threshold, sref, dilution, smin, smax, coeffs, gain,
+                   science, multi, backup, exclude_first, gdq, nolin, charge):
+    nres, H, W = data.shape
+    work = np.empty((2 * nres + 9, W))
+    state = np.empty((3, W), np.uint8)
+    first_sat = np.empty(W, np.int64)
+    row = np.empty((nres, W))
+    for y in range(H):
+        _charge_row(y, data, groupdq, has_groupdq, exclude_in, bias, by, bx, common_rows,
+                    channel_rows, chan, threshold, sref, dilution, smin, smax, coeffs, gain,
+                    science, multi, backup, exclude_first, gdq, nolin, work, state, first_sat,
+                    row)
+        for i in range(nres):
+            charge[i, y] = row[i]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _raw_to_collected(data, groupdq, has_groupdq, exclude_in, bias, by, bx, common_rows,
+                      channel_rows, chan, threshold, sref, dilution, smin, smax, coeffs, gain,
+                      science, multi, backup, exclude_first, kernel, gdq, nolin, collected):
+    nres, H, W = data.shape
+    work = np.empty((2 * nres + 9, W))
+    state = np.empty((3, W), np.uint8)
+    first_sat = np.empty(W, np.int64)
+    sensed = np.empty((3, nres, W))       # rows y - 2 .. y of the charge sensed
+    first = np.empty((3, nres, W - 2))    # rows y - 4 .. y - 2 of A O
+    second = np.empty(W - 4)
+    for y in range(H):
+        _charge_row(y, data, groupdq, has_groupdq, exclude_in, bias, by, bx, common_rows,
+                    channel_rows, chan, threshold, sref, dilution, smin, smax, coeffs, gain,
+                    science, multi, backup, exclude_first, gdq, nolin, work, state, first_sat,
+                    sensed[y % 3])
+        if y >= 2:
+            f = y - 2
+            for i in range(nres):
+                _first_order_row(sensed[f % 3, i], sensed[(f + 1) % 3, i],
+                                 sensed[(f + 2) % 3, i], kernel, f, first[f % 3, i])
+        if y >= 4:
+            q = y - 4
+            for i in range(nres):
+                _second_order_row(sensed[(q + 2) % 3, i], first[q % 3, i],
+                                  first[(q + 1) % 3, i], first[(q + 2) % 3, i], kernel, q,
+                                  second, collected[i, q])
+
+
+@numba.njit(cache=True, nogil=True)
+def _ipc_row(low, mid, high, kernel, k0, y, out):
+    """``out[x]``: what pixel (y + 1, x + 1) senses of the sources of rows ``y .. y + 2``.
+
+    ``low``, ``mid``, ``high`` are the source rows y, y + 1, y + 2; source
+    (a, b) has the kernel ``kernel[:, :, k0 + a, k0 + b]`` (ipc4d); ``out``
+    holds W - 2 values.  The nine terms of a pixel are added in a register,
+    in the order of the sources (y + 2 - dy, x + 2 - dx) for dy, then dx,
+    from 0 to 2, the whole row at once (vectorised).
+    """
+    n = out.shape[0]
+    a = k0 + y
+    k00, k01, k02 = kernel[0, 0, a + 2, k0 + 2:], kernel[0, 1, a + 2, k0 + 1:], \
+        kernel[0, 2, a + 2, k0:]
+    k10, k11, k12 = kernel[1, 0, a + 1, k0 + 2:], kernel[1, 1, a + 1, k0 + 1:], \
+        kernel[1, 2, a + 1, k0:]
+    k20, k21, k22 = kernel[2, 0, a, k0 + 2:], kernel[2, 1, a, k0 + 1:], kernel[2, 2, a, k0:]
+    h2, h1, m2, m1, l2, l1 = high[2:], high[1:], mid[2:], mid[1:], low[2:], low[1:]
+    for x in range(n):
+        t = 0.0
+        t += np.float64(k00[x]) * h2[x]
+        t += np.float64(k01[x]) * h1[x]
+        t += np.float64(k02[x]) * high[x]
+        t += np.float64(k10[x]) * m2[x]
+        t += np.float64(k11[x]) * m1[x]
+        t += np.float64(k12[x]) * mid[x]
+        t += np.float64(k20[x]) * l2[x]
+        t += np.float64(k21[x]) * l1[x]
+        t += np.float64(k22[x]) * low[x]
+        out[x] = t
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_order_row(low, mid, high, kernel, y, out):
+    """Row y of ``A O = K O - O`` from the rows y .. y + 2 of ``O``."""
+    _ipc_row(low, mid, high, kernel, 0, y, out)
+    for x in range(out.shape[0]):
+        out[x] -= mid[x + 1]
+
+
+@numba.njit(cache=True, nogil=True)
+def _second_order_row(sensed, low, mid, high, kernel, y, scratch, out):
+    """Row y of ``O - A O + A A O`` from row y + 2 of ``O`` and rows y .. y + 2 of ``A O``."""
+    _ipc_row(low, mid, high, kernel, 1, y, scratch)
+    for x in range(out.shape[0]):
+        shared = mid[x + 1]
+        # (O - A O) + (A A O), as ipc_correct's numpy expression adds them
+        out[x] = (sensed[x + 2] - shared) + (scratch[x] - shared)
+
+
+@numba.njit(cache=True, nogil=True)
+def _ipc_correct(observed, kernel, out):
+    """:func:`ipc_correct` of each plane of ``observed`` (n, H, W) into ``out`` (n, H-4, W-4)."""
+    n, H, W = observed.shape
+    first = np.empty((H - 2, W - 2))
+    scratch = np.empty(W - 4)
+    for i in range(n):
+        plane = observed[i]
+        for y in range(H - 2):
+            _first_order_row(plane[y], plane[y + 1], plane[y + 2], kernel, y, first[y])
+        for y in range(H - 4):
+            _second_order_row(plane[y + 2], first[y], first[y + 1], first[y + 2], kernel, y,
+                              scratch, out[i, y])
+
+
 @numba.njit(cache=True, nogil=True)
 def _ipc_kernel(charge, kernel, out):
     nres, H, W = charge.shape
     for i in range(nres):
+        plane = charge[i]
         for y in range(H - 2):
-            for x in range(W - 2):
-                total = 0.0
-                for dy in range(3):
-                    for dx in range(3):
-                        # charge of the source pixel (y + 2 - dy, x + 2 - dx), frame + 1
-                        total += kernel[dy, dx, y + 2 - dy, x + 2 - dx] * \
-                            charge[i, y + 2 - dy, x + 2 - dx]
-                out[i, y, x] = total
+            _ipc_row(plane[y], plane[y + 1], plane[y + 2], kernel, 0, y, out[i, y])
 
 
 def _apply_ipc(charge: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -271,7 +619,7 @@ def _apply_ipc(charge: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     H, W = charge.shape[-2:]
     flat = np.ascontiguousarray(charge, np.float64).reshape((-1, H, W))
     out = np.empty((flat.shape[0], H - 2, W - 2))
-    _ipc_kernel(flat, np.ascontiguousarray(kernel, np.float64), out)
+    _ipc_kernel(flat, np.ascontiguousarray(kernel), out)
     return out.reshape(lead + (H - 2, W - 2))
 
 
@@ -279,8 +627,13 @@ def ipc_correct(observed: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """Charge collected, to second order, from the charge sensed.
 
     ``observed`` (..., H, W) and ``kernel`` (3, 3, H, W) in the ipc4d
-    convention; returns (..., H - 4, W - 4), the interior.
+    convention (float32 or float64: the products are float64); returns
+    (..., H - 4, W - 4) float64, the interior: with ``A O = K O - O``,
+    ``O - A O + A (A O)``, one compiled pass per plane.
     """
-    first = _apply_ipc(observed, kernel) - observed[..., 1:-1, 1:-1]       # A O
-    second = _apply_ipc(first, kernel[:, :, 1:-1, 1:-1]) - first[..., 1:-1, 1:-1]  # A A O
-    return observed[..., 2:-2, 2:-2] - first[..., 1:-1, 1:-1] + second
+    lead = observed.shape[:-2]
+    H, W = observed.shape[-2:]
+    planes = np.ascontiguousarray(observed, np.float64).reshape((-1, H, W))
+    out = np.empty((planes.shape[0], H - 4, W - 4))
+    _ipc_correct(planes, np.ascontiguousarray(kernel), out)
+    return out.reshape(lead + (H - 4, W - 4))
