@@ -5,20 +5,22 @@ This is the computation of GalSim's ``drawImage`` for ``Convolve(profile, psf)``
 space, the k image folded onto the output grid, one inverse FFT; see
 ``GSObject.drawFFT``), reorganised for many sources sharing one PSF model:
 
-* the transform of each PSF grid image times the pixel response is drawn once
-  per FFT size (GalSim redraws the interpolated PSF images for every source,
-  which costs more than the rest of the drawing);
+* the transform of each PSF grid image times the pixel response is made once
+  per FFT size (GalSim re-evaluates the interpolated PSF images for every
+  source, which costs more than the rest of the drawing), and exactly: the
+  image's discrete Fourier sum times the interpolant's transform, where
+  GalSim interpolates a k table (to ~1e-4 of the flux);
 * a Sersic profile's transform is read from a table of GalSim's own Hankel
   transform of that index (``SersicTable``), evaluated at the source's
-  sheared, WCS-mapped wave vectors in one compiled loop;
+  sheared, WCS-mapped wave vectors in one compiled loop (``_fold``);
 * the sub-pixel offset is a phase, and the k image is folded (aliased) onto
-  the ``n x n`` grid of the stamp's FFT exactly as ``drawFFT`` does.
+  the ``n x n`` grid of the stamp's FFT as ``drawFFT`` does.
 
-With the same FFT size GalSim picks, a stamp agrees with GalSim's to
-rounding (1e-13 of the flux); the size used here (``fft_size``) is the
-smallest fast size that holds the stamp and the PSF's support without any of
-the PSF folding onto the stamp, and GalSim's folding criterion for extended
-profiles, capped at eight stamp radii.
+A stamp agrees with GalSim's ``drawImage`` to ~1e-5 of its peak pixel (the
+k interpolation of GalSim's PSF images); the FFT size (``fft_size``) is the
+smallest fast size that holds the stamp and the PSF's support without any
+of the PSF folding onto the stamp, and keeps GalSim's folding criterion for
+extended profiles, capped at six stamp radii.
 """
 
 from __future__ import annotations
@@ -322,17 +324,18 @@ def fft_size(radius: int, psf: PSFTransforms, shape: Shape | None) -> int:
 
     Large enough that the stamp fits and no PSF light folds onto it (the PSF
     model is zero beyond ``psf.support``): n > radius + support + 1/2.  For
-    a galaxy, GalSim's folding criterion too: at most ``folding_threshold``
-    (0.5 %) of the flux may fold onto the stamp, so n >= radius + R with R =
-    pi / stepk of the convolution (GalSim's radius enclosing all but that
-    fraction; GalSim's own n = 2 R fills its whole FFT box with the stamp),
-    capped at eight stamp radii (light folds then only from beyond seven).
+    a galaxy also GalSim's own size, 2 pi / stepk of the convolution: twice
+    the radius enclosing all but ``folding_threshold`` (0.5 %) of the flux,
+    which leaves ~1e-5 of the flux folded onto the stamp; capped at six stamp
+    radii, where light folds only from beyond five (of the largest n ~ 4
+    spheroids, ~2 % of the synthetic galaxies: up to ~1e-3 of their flux, a
+    small part of what the stamp leaves out beyond one radius).
     """
     need = max(2 * radius + 2, radius + psf.support + 1.0)
     if shape is not None:
         stepk = shape.table.stepk / shape.major
-        enclosing = np.pi * math.sqrt(psf.stepk ** -2 + stepk ** -2)
-        need = max(need, min(radius + enclosing, 8.0 * radius))
+        folding = 2.0 * np.pi * math.sqrt(psf.stepk ** -2 + stepk ** -2)
+        need = max(need, min(folding, 6.0 * radius))
     return good_size(need)
 
 
