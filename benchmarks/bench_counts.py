@@ -14,9 +14,14 @@ seconds (CPU time of this process):
 * GalSim's drawImage (the reference implementation, ``method="galsim"``) on
   the sources of ``--galsim-tiles`` tiles, side by side with the Fourier
   drawing of the same tiles, and the ratio;
+* with ``--options``, the figures behind the choices not taken: the PSF's
+  light beyond a stamp radius; per-source stamp radii from two noise criteria,
+  the flux they would leave out and what drawing with them costs; GalSim's
+  photon shooting of a sample of galaxies;
 * peak RSS of this process.
 
     python benchmarks/bench_counts.py [--tile 1024] [--density-scale 1.0] [--galsim-tiles 1]
+                                      [--options]
 
 ``--density-scale 0.25`` gives ~1,000 sources on the SCA.
 """
@@ -77,6 +82,8 @@ def main() -> None:
                     help="galaxies fainter than this F158 AB magnitude count as faint")
     ap.add_argument("--galsim-tiles", type=int, default=1,
                     help="tiles also drawn with GalSim's drawImage, for the ratio")
+    ap.add_argument("--options", action="store_true",
+                    help="also measure the stamp-radius and photon-shooting options")
     args = ap.parse_args()
 
     exp = Exposure(0, 9.70, -44.0, 0.0, "F158", MATable.numbered(4),
@@ -195,7 +202,76 @@ def main() -> None:
     if galsim_tiles:
         print(f"same {len(galsim_tiles)} tile(s), {count} sources: Fourier {c_new:.2f} "
               f"core-s, GalSim drawImage {c_old:.2f} core-s (ratio {c_old / c_new:.1f})")
+    if args.options:
+        _options(sources, masks, wcs, psf, backgrounds, exp.exposure_time, margin)
     print(f"peak RSS {_peak_rss_mib():.0f} MiB")
+
+
+RADII = (4, 8, 12, 16, 24, 32, 48, 64)
+
+
+def _options(sources, masks, wcs, psf, backgrounds, exptime, margin) -> None:
+    """Measure the options not taken: per-source stamp radii, photon shooting."""
+    from romandask.scene.fourier import draw_stamp
+    from romandask.scene.render import _shape, source_profile
+
+    # the PSF's light beyond each stamp radius (a star, its centre on a pixel corner)
+    star = draw_stamp(psf.fourier, psf.grid_weights(2044.5, 2044.5), 1.0, (0.5, 0.5),
+                      margin, None)
+    cheb = np.maximum(*np.abs(np.mgrid[-margin:margin + 1, -margin:margin + 1]))
+    beyond = {r: float(star[cheb > r].sum()) for r in RADII}
+    print("PSF light beyond the stamp radius r (of its light within 64 px): "
+          + ", ".join(f"r={r}: {beyond[r]:.2%}" for r in RADII[:-1]))
+    sky = (backgrounds.sky * 0.11 ** 2 + backgrounds.thermal) * exptime
+    sigma = float(np.sqrt(sky))
+    print(f"sky {sky:.0f} e- per pixel over the exposure: Poisson sigma {sigma:.1f} e-")
+    flux = sources["flux"]
+    # a galaxy's light beyond r is at least the PSF's: the radii are lower bounds
+    criteria = {
+        "lost light < 0.1 sigma of one pixel": lambda r: 0.1 * sigma,
+        "lost light < 0.1 sigma of the 129^2 stamp": lambda r: 0.1 * sigma * (2 * margin + 1),
+    }
+    rng = np.random.default_rng(3)
+    sample = rng.choice(len(flux), size=min(300, len(flux)), replace=False)
+    for name, allowed in criteria.items():
+        radius = np.full(len(flux), margin)
+        for r in sorted(RADII, reverse=True):
+            radius[flux * beyond[r] < allowed(r)] = r
+        left_out = flux * np.array([beyond.get(int(r), 0.0) for r in radius])
+        faint = masks["faint galaxies"]
+        c_full = c_cut = 0.0
+        for k in sample:
+            x, y = float(sources["x"][k]), float(sources["y"][k])
+            shape = _shape(wcs, sources, k, x, y)
+            grid = psf.grid_weights(x, y)
+            c_full += _timed(draw_stamp, psf.fourier, grid, flux[k], (0.2, 0.3), margin, shape)
+            c_cut += _timed(draw_stamp, psf.fourier, grid, flux[k], (0.2, 0.3),
+                            int(radius[k]), shape)
+        print(f"stamp radius from '{name}': median {np.median(radius):.0f} px, "
+              f"{(radius < margin).mean():.0%} of sources below {margin}; the catalog's "
+              f"light left out {left_out.sum() / flux.sum():.2%} (faint galaxies: "
+              f"{left_out[faint].sum() / flux[faint].sum():.2%}); {len(sample)} sources "
+              f"drawn: {c_cut / c_full:.2f} of the full stamps' core-s")
+    # photon shooting: GalSim's drawImage(method="phot"), one photon per electron
+    stamp = galsim.ImageD(2 * margin + 1, 2 * margin + 1, scale=1.0)
+    for name in ("faint galaxies", "bright galaxies"):
+        picks = rng.choice(np.flatnonzero(masks[name]), size=min(40, int(masks[name].sum())),
+                           replace=False)
+        c_phot = c_four = 0.0
+        for k in picks:
+            x, y = float(sources["x"][k]), float(sources["y"][k])
+            jac = wcs.jacobian(image_pos=galsim.PositionD(x, y))
+            profile = source_profile("SER", flux[k], sources["n"][k],
+                                     sources["half_light_radius"][k], sources["pa"][k],
+                                     sources["ba"][k], jac)
+            obj = galsim.Convolve(profile, psf.at(x, y))
+            c_phot += _timed(obj.drawImage, image=stamp, method="phot",
+                             rng=galsim.BaseDeviate(int(k) + 1))
+            c_four += _timed(draw_stamp, psf.fourier, psf.grid_weights(x, y), flux[k],
+                             (0.2, 0.3), margin, _shape(wcs, sources, k, x, y))
+        print(f"photon shooting, {len(picks)} {name} (median {np.median(flux[picks]):.0f} e-): "
+              f"{1e3 * c_phot / len(picks):.1f} ms per source, Fourier "
+              f"{1e3 * c_four / len(picks):.1f} ms")
 
 
 if __name__ == "__main__":

@@ -109,9 +109,9 @@ def test_psf_transform_is_exact_at_any_fft_size(full_psf):
 def test_sersic_table_is_galsims_transform(n):
     """The table lookups give GalSim's Sersic kValue (default GSParams).
 
-    To GalSim's kvalue_accuracy (1e-5) but across the step GalSim's kValue itself makes (up to ~1e-4)
-    where it switches from its low-k series to its table, which an
-    interpolation between samples either side smooths over.
+    To GalSim's kvalue_accuracy (1e-5), but across the step (up to ~1e-4)
+    GalSim's kValue itself makes where it switches from its low-k series to
+    its table, which an interpolation between samples either side smooths.
     """
     table = fourier.sersic_table(n)
     rng = np.random.default_rng(5)

@@ -17,12 +17,15 @@ defines the WCS by stellar centroids; so each grid PSF is shifted to put its
 centroid at the origin, and a star lands at its WCS position.  And each grid
 PSF is normalised to unit flux within the stamp radius, so a source deposits
 its whole flux (the light a real PSF scatters beyond ~7" is ~1 %; romandask
-keeps it within the stamp rather than losing it).  The variation across the SCA is followed by evaluating the PSF
-on a grid of positions spanning the simulated window and interpolating
-bilinearly between the four grid points around a source (as romanisim does
-between the SCA corners).  Each grid PSF is drawn without the pixel response
-on an oversampled image of side ``2 * radius + 1`` pixels and wrapped in an
-``InterpolatedImage``; the pixel response is applied when stamps are drawn.
+keeps it within the stamp rather than losing it).  The variation across the
+SCA is followed by evaluating the PSF on a grid of positions spanning the
+simulated window and interpolating bilinearly between the four grid points
+around a source (as romanisim does between the SCA corners).  Each grid PSF
+is drawn without the pixel response on an oversampled image of side
+``2 * radius + 1`` pixels and interpolated with GalSim's Lanczos-5 kernel
+(``InterpolatedImage``); the pixel response is applied when stamps are
+drawn, in Fourier space, where ``fourier.PSFTransforms`` holds the grid
+PSFs' exact transforms times the pixel's, made once per FFT size.
 """
 
 from __future__ import annotations

@@ -20,7 +20,12 @@ all times the exposure time; then a Poisson draw gives the counts.
 Every source is drawn on a stamp of radius ``margin`` pixels (the PSF model's
 radius), so the selection margin, the PSF extent and the stamp agree: a source
 outside the margin cannot reach the window, and one inside deposits its whole
-flux (profile light beyond the stamp, from very large galaxies, is cut).
+flux (profile light beyond the stamp, from very large galaxies, is cut).  The
+stamps are drawn in Fourier space by ``fourier.draw_stamp``: GalSim's FFT
+drawing, with the PSF's transforms made once per worker (``method='galsim'``
+draws each with GalSim's ``drawImage``, the reference).  A stamp depends on
+its source alone, and stamps are added in the order of the sources: a tile's
+pixels are the same whatever the tiling.
 """
 
 from __future__ import annotations
