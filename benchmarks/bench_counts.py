@@ -240,6 +240,10 @@ def _options(sources, masks, wcs, psf, backgrounds, exptime, margin) -> None:
         left_out = flux * np.array([beyond.get(int(r), 0.0) for r in radius])
         faint = masks["faint galaxies"]
         c_full = c_cut = 0.0
+        for k in sample:   # the PSF transforms of the FFT sizes these radii use, first
+            x, y = float(sources["x"][k]), float(sources["y"][k])
+            draw_stamp(psf.fourier, psf.grid_weights(x, y), flux[k], (0.2, 0.3),
+                       int(radius[k]), _shape(wcs, sources, k, x, y))
         for k in sample:
             x, y = float(sources["x"][k]), float(sources["y"][k])
             shape = _shape(wcs, sources, k, x, y)
@@ -254,24 +258,29 @@ def _options(sources, masks, wcs, psf, backgrounds, exptime, margin) -> None:
               f"drawn: {c_cut / c_full:.2f} of the full stamps' core-s")
     # photon shooting: GalSim's drawImage(method="phot"), one photon per electron
     stamp = galsim.ImageD(2 * margin + 1, 2 * margin + 1, scale=1.0)
+
+    def shoot(k: int) -> tuple[float, float]:
+        x, y = float(sources["x"][k]), float(sources["y"][k])
+        jac = wcs.jacobian(image_pos=galsim.PositionD(x, y))
+        profile = source_profile("SER", flux[k], sources["n"][k],
+                                 sources["half_light_radius"][k], sources["pa"][k],
+                                 sources["ba"][k], jac)
+        obj = galsim.Convolve(profile, psf.at(x, y))
+        phot = _timed(obj.drawImage, image=stamp, method="phot",
+                      rng=galsim.BaseDeviate(int(k) + 1))
+        four = _timed(draw_stamp, psf.fourier, psf.grid_weights(x, y), flux[k], (0.2, 0.3),
+                      margin, _shape(wcs, sources, k, x, y))
+        return phot, four
+
     for name in ("faint galaxies", "bright galaxies"):
         picks = rng.choice(np.flatnonzero(masks[name]), size=min(40, int(masks[name].sum())),
                            replace=False)
-        c_phot = c_four = 0.0
-        for k in picks:
-            x, y = float(sources["x"][k]), float(sources["y"][k])
-            jac = wcs.jacobian(image_pos=galsim.PositionD(x, y))
-            profile = source_profile("SER", flux[k], sources["n"][k],
-                                     sources["half_light_radius"][k], sources["pa"][k],
-                                     sources["ba"][k], jac)
-            obj = galsim.Convolve(profile, psf.at(x, y))
-            c_phot += _timed(obj.drawImage, image=stamp, method="phot",
-                             rng=galsim.BaseDeviate(int(k) + 1))
-            c_four += _timed(draw_stamp, psf.fourier, psf.grid_weights(x, y), flux[k],
-                             (0.2, 0.3), margin, _shape(wcs, sources, k, x, y))
+        for k in picks:   # a first pass builds GalSim's photon-shooting tables
+            shoot(k)
+        phot, four = np.array([shoot(k) for k in picks]).sum(axis=0)
         print(f"photon shooting, {len(picks)} {name} (median {np.median(flux[picks]):.0f} e-): "
-              f"{1e3 * c_phot / len(picks):.1f} ms per source, Fourier "
-              f"{1e3 * c_four / len(picks):.1f} ms")
+              f"{1e3 * phot / len(picks):.1f} ms per source, Fourier "
+              f"{1e3 * four / len(picks):.1f} ms")
 
 
 if __name__ == "__main__":

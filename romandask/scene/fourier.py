@@ -86,7 +86,9 @@ def sersic_table(n: float) -> SersicTable:
         values[row] = kimage.array[0].real
     u = FINE_STEP * np.arange(int(round(FINE_MAX / FINE_STEP)) + 1)
     fine = _octave_values(values, u * u)
-    return SersicTable(float(n), values, fine, float(profile.stepk), float(profile.maxk))
+    # float32 holds the transform to 6e-8 of the flux (a table of ~100 kB per index)
+    return SersicTable(float(n), values.astype(np.float32), fine.astype(np.float32),
+                       float(profile.stepk), float(profile.maxk))
 
 
 #: Even FFT sizes 2^k, 3 2^k and 9 2^k: fast, and few enough that the PSF
@@ -145,15 +147,17 @@ class PSFTransforms:
         dk = 2.0 * np.pi / n
         a = self._arrays[g]
         size = a.shape[0]
-        # k = m dk on a grid of pixel s = 1/os: exp(-i k x) = exp(-2 pi i m j / (os n)) ...
-        period = int(round(n / self.scale))
-        if period < size:
-            raise ValueError(f"FFT size {n} is too small for a PSF image of {size} pixels")
+        # k = m dk, dk = 2 pi / n, on an image of pixel s: exp(-i k x_j) = exp(-2 pi i m L j / P)
+        # with the FFT period P = L n / s, L the least integer making P >= the image
+        step = int(math.ceil(size * self.scale / n))
+        period = int(round(step * n / self.scale))
         padded = np.zeros((period, period))
         padded[:size, :size] = a
-        dft = np.fft.rfft2(padded)
         m = np.arange(-half, half + 1)
-        out = dft[np.ix_(m % period, np.arange(half + 1))]
+        columns = step * np.arange(half + 1)
+        # (the sum is periodic in k, 2 pi / s: a coarse image's reaches past its Nyquist)
+        dft = np.fft.rfft2(padded) if columns[-1] <= period // 2 else np.fft.fft2(padded)
+        out = dft[np.ix_((step * m) % period, columns % period)]
         ky, kx = dk * m, dk * np.arange(half + 1)
         # ... times the phase of the image's first pixel centre, (size - 1) / 2 pixels of s
         # before the centre, and of the shift by minus the centroid (cx, cy)
@@ -282,7 +286,7 @@ def _fold(psf: np.ndarray, grid_index: np.ndarray, grid_weight: np.ndarray, half
                 out[mirror, column_mirror[a]] += values[a].conjugate()
 
 
-_NO_TABLE, _NO_FINE = np.zeros((0, 0)), np.zeros(0)
+_NO_TABLE, _NO_FINE = np.zeros((0, 0), np.float32), np.zeros(0, np.float32)
 
 
 @dataclass(frozen=True)
