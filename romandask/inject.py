@@ -292,6 +292,13 @@ class _ShiftedPSF:
     def at(self, x: float, y: float):
         return self.model.at(x + self.dx, y + self.dy)
 
+    def grid_weights(self, x: float, y: float):
+        return self.model.grid_weights(x + self.dx, y + self.dy)
+
+    @property
+    def fourier(self):
+        return self.model.fourier
+
 
 def _psf(image: L2Image, radius: int) -> _ShiftedPSF:
     from .scene.psf import PSFKey, psf_model

@@ -17,16 +17,20 @@ defines the WCS by stellar centroids; so each grid PSF is shifted to put its
 centroid at the origin, and a star lands at its WCS position.  And each grid
 PSF is normalised to unit flux within the stamp radius, so a source deposits
 its whole flux (the light a real PSF scatters beyond ~7" is ~1 %; romandask
-keeps it within the stamp rather than losing it).  The variation across the SCA is followed by evaluating the PSF
-on a grid of positions spanning the simulated window and interpolating
-bilinearly between the four grid points around a source (as romanisim does
-between the SCA corners).  Each grid PSF is drawn without the pixel response
-on an oversampled image of side ``2 * radius + 1`` pixels and wrapped in an
-``InterpolatedImage``; the pixel response is applied when stamps are drawn.
+keeps it within the stamp rather than losing it).  The variation across the
+SCA is followed by evaluating the PSF on a grid of positions spanning the
+simulated window and interpolating bilinearly between the four grid points
+around a source (as romanisim does between the SCA corners).  Each grid PSF
+is drawn without the pixel response on an oversampled image of side
+``2 * radius + 1`` pixels and interpolated with GalSim's Lanczos-5 kernel
+(``InterpolatedImage``); the pixel response is applied when stamps are
+drawn, in Fourier space, where ``fourier.PSFTransforms`` holds the grid
+PSFs' exact transforms times the pixel's, made once per FFT size.
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -36,6 +40,10 @@ import numpy as np
 
 from ..config import N_PIX
 from ..instrument.filters import GALSIM_NAME, bandpass
+from .fourier import PSFTransforms
+
+#: Interpolant of the PSF grid images (GalSim's Lanczos-5, DC-conserving).
+INTERPOLANT = galsim.Lanczos(5)
 
 
 def grid_positions(lo: int, hi: int, grid: int) -> np.ndarray:
@@ -73,9 +81,10 @@ class PSFModel:
         self.key = key
         self.xs = grid_positions(key.xmin, key.xmax, key.grid)
         self.ys = grid_positions(key.ymin, key.ymax, key.grid)
+        self._xs, self._ys = [float(v) for v in self.xs], [float(v) for v in self.ys]
         bp = bandpass(key.filter)
         size = (2 * key.radius + 1) * key.oversample
-        self.images = {}
+        self.images, self.arrays, self.shifts = {}, {}, {}
         for j, y in enumerate(self.ys):
             for i, x in enumerate(self.xs):
                 optical = galsim.roman.getPSF(
@@ -84,32 +93,58 @@ class PSFModel:
                     wavelength=bp.effective_wavelength)
                 img = optical.drawImage(nx=size, ny=size, scale=1.0 / key.oversample,
                                         method="no_pixel")
-                self.images[j, i] = _centred_unit_flux(img)
+                self.arrays[j, i], self.shifts[j, i] = _centred_unit_flux(img)
+                self.images[j, i] = _profile(self.arrays[j, i], 1.0 / key.oversample,
+                                             self.shifts[j, i])
+        # radius (pixels) beyond which every grid PSF, convolved with the pixel, is zero:
+        # the drawn image, the Lanczos-5 kernel, the centring shift and half a pixel
+        shift = max(float(np.hypot(*c)) for c in self.shifts.values())
+        self.support = key.radius + 0.5 + 5.0 / key.oversample + shift + 0.5
+        self._fourier: PSFTransforms | None = None
 
-    def _weights(self, grid: np.ndarray, v: float) -> list[tuple[int, float]]:
+    @staticmethod
+    def _weights(grid: list[float], v: float) -> list[tuple[int, float]]:
         if len(grid) == 1:
             return [(0, 1.0)]
-        k = int(np.clip(np.searchsorted(grid, v) - 1, 0, len(grid) - 2))
-        f = float(np.clip((v - grid[k]) / (grid[k + 1] - grid[k]), 0.0, 1.0))
+        k = min(max(bisect.bisect_left(grid, v) - 1, 0), len(grid) - 2)
+        f = min(max((v - grid[k]) / (grid[k + 1] - grid[k]), 0.0), 1.0)
         return [(k, 1.0 - f), (k + 1, f)]
+
+    def grid_weights(self, x: float, y: float) -> list[tuple[tuple[int, int], float]]:
+        """The grid points around GalSim pixel position (x, y) and their bilinear weights."""
+        return [((j, i), w_y * w_x)
+                for j, w_y in self._weights(self._ys, y)
+                for i, w_x in self._weights(self._xs, x) if w_y * w_x > 0]
 
     def at(self, x: float, y: float) -> galsim.GSObject:
         """The PSF at GalSim pixel position (x, y), flux = its enclosed fraction."""
-        parts = [w_y * w_x * self.images[j, i]
-                 for j, w_y in self._weights(self.ys, y)
-                 for i, w_x in self._weights(self.xs, x) if w_y * w_x > 0]
+        parts = [w * self.images[key] for key, w in self.grid_weights(x, y)]
         return parts[0] if len(parts) == 1 else galsim.Sum(parts)
 
+    @property
+    def fourier(self) -> PSFTransforms:
+        """The grid PSFs' transforms (pixel response included), made as FFT sizes are used."""
+        if self._fourier is None:
+            self._fourier = PSFTransforms(self.arrays, self.shifts, 1.0 / self.key.oversample,
+                                          INTERPOLANT, self.images, self.support)
+        return self._fourier
 
-def _centred_unit_flux(img: galsim.Image) -> galsim.InterpolatedImage:
-    """The drawn PSF as a profile with unit flux and its centroid at the origin."""
+
+def _centred_unit_flux(img: galsim.Image) -> tuple[np.ndarray, tuple[float, float]]:
+    """The drawn PSF normalised to unit sum, and its centroid (pixels) from the image centre."""
     a = img.array.astype(np.float64)
     a /= a.sum()
     n = a.shape[0]
     offsets = (np.arange(n) - (n - 1) / 2.0) * img.scale
     cx, cy = float((a.sum(axis=0) * offsets).sum()), float((a.sum(axis=1) * offsets).sum())
-    unit = galsim.ImageD(a, scale=img.scale)
-    return galsim.InterpolatedImage(unit, x_interpolant="lanczos5", pad_factor=1.5).shift(-cx, -cy)
+    return a, (cx, cy)
+
+
+def _profile(a: np.ndarray, scale: float, centroid: tuple[float, float]) -> galsim.GSObject:
+    """The grid PSF as a GalSim profile: ``a`` interpolated, its centroid moved to the origin."""
+    profile = galsim.InterpolatedImage(galsim.ImageD(a, scale=scale), x_interpolant=INTERPOLANT,
+                                       pad_factor=1.5)
+    return profile.shift(-centroid[0], -centroid[1])
 
 
 @lru_cache(maxsize=8)
