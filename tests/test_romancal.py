@@ -190,7 +190,7 @@ def test_source_catalog_step_measures_the_stars_fluxes_and_positions(star_l2, tm
 
     stars = [light(i) for i in range(len(STARS))]
     sky_sigma = np.median(err[~masked])
-    background_bound = sum(np.minimum(s, 1.3 * sky_sigma) for s in stars).mean()
+    background_bound = np.minimum(sum(stars), 1.3 * sky_sigma).mean()
 
     radius = float(cat.meta["aperture_radii"]["circle_pix"][3])          # 0.8 arcsec
     ee = encircled_energy(7, "F158", [radius], window=WINDOW)[0]
