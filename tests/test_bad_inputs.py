@@ -289,6 +289,64 @@ ROWS += [
         ("cluster.memory_limit", "'lots'")),
 ]
 
+#: The arrays romandask reads from each kind of CALDIR file (under ``roman``; the
+#: read file's amp33 output under ``roman.amp33``), at their full-frame shapes.
+CALDIR_ARRAYS = {
+    "dark": {"data": (9, 4096, 4096), "dark_slope": (4096, 4096)},
+    "flat": {"data": (4096, 4096)},
+    "gain": {"data": (4096, 4096)},
+    "ipc4d": {"data": (3, 3, 4088, 4088)},
+    "linearitylegendre": {"data": (4, 4096, 4096), "Smin": (4096, 4096),
+                          "Smax": (4096, 4096), "Sref": (4096, 4096), "dq": (4096, 4096)},
+    "mask": {"dq": (4096, 4096)},
+    "read": {"data": (4096, 4096), "resetnoise": (4096, 4096), "amp33.med": (4096, 128),
+             "amp33.std": (4096, 128)},
+    "saturation": {"data": (4096, 4096)},
+    "biascorr": {"data": (9, 4088, 4088)},
+}
+
+
+def caldir_file(ws: Workspace, kind: str, without: str | None = None) -> Path:
+    """A CALDIR file of ``kind`` for SCA 1, every array at its shape but ``without``.
+
+    The arrays are zeros of one byte each, lz4-compressed: a few MB on disk, and
+    only their shapes are read before the error.
+    """
+    import asdf
+
+    tag = "t" if without is None else f"no-{without}"
+    path = ws.root / "caldir" / f"roman_wfi_{kind}_{tag}_SCA01.asdf"
+    if not path.exists():
+        roman: dict = {}
+        if kind == "read":
+            roman["anc"] = {"C_PINK": 3.0, "U_PINK": 1.0}
+            roman["amp33"] = {"valid": True, "M_PINK": 1.0, "RU_PINK": 1.0}
+        for name, shape in CALDIR_ARRAYS[kind].items():
+            if name != without:
+                *parent, leaf = name.split(".")
+                (roman[parent[0]] if parent else roman)[leaf] = np.zeros(shape, np.uint8)
+        path.parent.mkdir(exist_ok=True)
+        asdf.AsdfFile({"roman": roman}).write_to(path, all_array_compression="lz4")
+    return path
+
+
+def caldir_without(kind: str, name: str):
+    """CALDIR (a mapping of kind to file) whose ``kind`` file lacks array ``name``."""
+    def caldir(ws: Workspace, tmp: Path) -> dict[str, str]:
+        files = {k: str(caldir_file(ws, k)) for k in CALDIR_ARRAYS}
+        files[kind] = str(caldir_file(ws, kind, name))
+        return files
+    return caldir
+
+
+ROWS += [
+    Row(f"calibrate: CALDIR {kind} file without {name}",
+        calibrate(IN=lambda ws, tmp: str(ws.l1[0]), CALDIR=caldir_without(kind, name)),
+        (f"roman_wfi_{kind}_no-{name}_SCA01.asdf", f"has no array roman.{name}",
+         f"{shape[-2]}, {shape[-1]})"))
+    for kind, arrays in CALDIR_ARRAYS.items() for name, shape in arrays.items()
+]
+
 
 def _l1(ws: Workspace, tmp: Path) -> str:
     return str(ws.l1[0])
