@@ -193,7 +193,9 @@ def _finish(slope, var_rnoise, coeff, fit_dq, gdq, science, gain, dark_slope, fl
     ``deconvolved`` (the flat of ``gen_units``, gen_cal_image's units), the
     block less :data:`HALO`.  The local rate is the mean slope of the 24
     neighbours (a 5 x 5 box without its centre) that have one, NaN if none
-    has; the sums run over the box row by row, as a row of pixels at a time.
+    has; the sums run over the box row by row.  Clamps keep a NaN as
+    ``np.maximum`` does, and finite means ``|x| < inf``; a row at a time,
+    with selects, so that the loops vectorise.
     """
     ny, nx = out.shape[1], out.shape[2]
     nres = gdq.shape[0]
@@ -201,13 +203,18 @@ def _finish(slope, var_rnoise, coeff, fit_dq, gdq, science, gain, dark_slope, fl
     usable = np.empty((fy, fx))   # the slope where there is one, else 0
     weight = np.empty((fy, fx))   # 1 where there is one
     for y in range(fy):
+        s_row = slope[y]
+        sci = science[y + 2]
+        u = usable[y]
+        w = weight[y]
         for x in range(fx):
-            s = np.float64(slope[y, x])
-            ok = science[y + 2, x + 2] and np.isfinite(s)
-            usable[y, x] = s if ok else 0.0
-            weight[y, x] = 1.0 if ok else 0.0
+            s = np.float64(s_row[x])
+            ok = sci[x + 2] & (abs(s) < np.inf)
+            u[x] = s if ok else 0.0
+            w[x] = 1.0 if ok else 0.0
     total = np.empty(nx)
     count = np.empty(nx)
+    first_sat = np.empty(nx, np.int64)
     for y in range(ny):
         for x in range(nx):
             total[x] = 0.0
@@ -221,56 +228,66 @@ def _finish(slope, var_rnoise, coeff, fit_dq, gdq, science, gain, dark_slope, fl
                 for x in range(nx):
                     total[x] += u[x + dx]
                     count[x] += w[x + dx]
+        # each pixel's first saturated resultant (nres if none), latest first
         for x in range(nx):
-            local = total[x] / count[x] if count[x] > 0 else np.nan
-            sci = science[y + 4, x + 4]
-            own = np.float64(slope[y + 2, x + 2]) if sci else np.nan
-            var_r = np.float64(var_rnoise[y + 2, x + 2])
-            c = np.float64(coeff[y + 2, x + 2])
+            first_sat[x] = nres
+        for i in range(nres - 1, -1, -1):
+            grp = gdq[i, y + 2]
+            for x in range(nx):
+                first_sat[x] = i if (grp[x + 2] & _SATURATED_GROUP) else first_sat[x]
+        sci_row = science[y + 4]
+        s_row = slope[y + 2]
+        vr_row = var_rnoise[y + 2]
+        c_row = coeff[y + 2]
+        g_row = gain[y + 4]
+        dark_row = dark_slope[y + 4]
+        flat_row = flat[y + 4]
+        area_row = area[y] if has_area else area[0]
+        mask_row = mask[y + 4]
+        lin_row = lin_dq[y + 4]
+        nolin_row = nolin[y + 4]
+        fit_row = fit_dq[y + 2]
+        for x in range(nx):
+            n = count[x]
+            local = total[x] / n if n > 0 else np.nan
+            sci = sci_row[x + 4]
+            own = np.float64(s_row[x + 2]) if sci else np.nan
+            var_r = np.float64(vr_row[x + 2])
+            c = np.float64(c_row[x + 2])
             # as np.maximum(., 0): NaN stays NaN
-            local_pos = local if (np.isnan(local) or local > 0.0) else 0.0
+            local_pos = local if ((local != local) | (local > 0.0)) else 0.0
             close = abs(own - local) <= 3.0 * np.sqrt(var_r + c * local_pos)
-            rate_for_var = local if (np.isfinite(local) and close) else own
-            var_p = c * (rate_for_var if (np.isnan(rate_for_var) or rate_for_var > 0.0)
+            rate_for_var = local if ((abs(local) < np.inf) & close) else own
+            var_p = c * (rate_for_var if ((rate_for_var != rate_for_var) | (rate_for_var > 0.0))
                          else 0.0)
-            g = np.float64(gain[y + 4, x + 4])
-            rate = own - np.float64(dark_slope[y + 4, x + 4]) * g
-            f = np.float64(flat[y + 4, x + 4])
+            rate = own - np.float64(dark_row[x + 4]) * np.float64(g_row[x + 4])
+            f = np.float64(flat_row[x + 4])
             bad_flat = not f > 0.1
             if gen_units:
+                g = np.float64(g_row[x + 4])
                 scale = np.nan if (bad_flat or not sci) else g * deconvolved[y, x]
                 if has_area:
-                    scale = scale / np.float64(area[y, x])
+                    scale = scale / np.float64(area_row[x])
             else:
                 scale = (np.nan if bad_flat else f) * scale_gain
                 if has_area:
-                    scale = scale * np.float64(area[y, x])
+                    scale = scale * np.float64(area_row[x])
             scale2 = scale * scale
-            if sci:
-                data = rate / scale
-                vp = var_p / scale2
-                vr = var_r / scale2
-            else:
-                data = vp = vr = np.nan
+            data = rate / scale if sci else np.nan
+            vp = var_p / scale2 if sci else np.nan
+            vr = var_r / scale2 if sci else np.nan
             out[0, y, x] = data
             out[1, y, x] = np.sqrt(vp + vr)
             out[2, y, x] = vp
             out[3, y, x] = vr
-            dq = (mask[y + 4, x + 4] | lin_dq[y + 4, x + 4] | nolin[y + 4, x + 4]
-                  | fit_dq[y + 2, x + 2])
-            first = -1    # the first saturated resultant
-            for i in range(nres):
-                if gdq[i, y + 2, x + 2] & _SATURATED_GROUP:
-                    dq |= _SATURATED_PIXEL
-                    first = i
-                    break
+            dq = mask_row[x + 4] | lin_row[x + 4] | nolin_row[x + 4] | fit_row[x + 2]
+            first = first_sat[x]
+            dq |= _SATURATED_PIXEL if first < nres else np.uint32(0)
+            dq |= _NO_FLAT_FIELD if (bad_flat & sci) else np.uint32(0)
+            dq |= _DO_NOT_USE if (sci & ~(abs(data) < np.inf)) else np.uint32(0)
             if sliceout:
                 # the last resultant before the first saturated one, -1 if none is
-                out[5, y, x] = first - 1 if first > 0 else -1
-            if bad_flat and sci:
-                dq |= _NO_FLAT_FIELD
-            if sci and not np.isfinite(data):
-                dq |= _DO_NOT_USE
+                out[5, y, x] = first - 1 if 0 < first < nres else -1
             out[4, y, x] = dq
 
 

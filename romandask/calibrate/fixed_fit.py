@@ -416,7 +416,11 @@ def _full_ramp(tbar, cr, cp, u, nres):
     return w, dt, first, span, coef_r, coef_p, _quad(w, sr, idx, nd), _quad(w, sp, idx, nd)
 
 
-@numba.njit(cache=True, nogil=True)
+#: Pixels the fit takes at a time in its vectorised first pass.
+CHUNK = 256
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _fit_all(data, gdq, sig2, gain, nreads, tbar, cr, cp, u, thr, exclude, saturated,
              jump_flag, no_slope_flag, slope, var_r, coef_p, flags):
     nres, npix = data.shape
@@ -426,67 +430,94 @@ def _fit_all(data, gdq, sig2, gain, nreads, tbar, cr, cp, u, thr, exclude, satur
     log_ratio = math.log(thr[3] / thr[2])
     good = np.empty(nres, np.int64)
     r = np.empty(nres)
-    d = np.empty(max(nd, 1))
     out = np.empty(4)
-    for p in range(npix):
-        m = 0
+    d = np.empty((max(nd, 1), CHUNK))
+    s = np.empty(CHUNK)
+    rate = np.empty(CHUNK)
+    limit = np.empty(CHUNK)
+    clean = np.empty(CHUNK, np.bool_)
+    for p0 in range(0, npix, CHUNK):
+        n = min(CHUNK, npix - p0)
+        # Every resultant usable: the precomputed weights, and a jump search
+        # that leaves the pixel to the general fit below if it finds one.
+        # Pixel by pixel, these are the operations of that fit, in its order,
+        # a chunk of pixels at a time so that they vectorise.
+        for j in range(n):
+            clean[j] = nd > 0
+            s[j] = 0.0
         for i in range(nres):
-            if gdq[i, p] & exclude:
-                # nothing after a saturated resultant is usable
-                if gdq[i, p] & saturated:
-                    break
-                continue
-            good[m] = i
-            m += 1
-        for i in range(nres):
-            r[i] = data[i, p]
-        if m < 2:
-            slope[p] = np.nan
-            var_r[p] = np.nan
-            coef_p[p] = np.nan
-            flags[p] |= no_slope_flag
-            continue
-        if m == nres:
-            # every resultant usable: precomputed weights, and a jump search
-            # that only falls back to the general fit if something is found
-            s = 0.0
-            for k in range(nd):
-                d[k] = r[k + 1] - r[k]
-                s += w[k] * d[k]
-            rate = max(s, 0.0)
-            slope_dn = min(max(s / gain[p], thr[2]), thr[3])
-            limit = thr[0] + (thr[1] - thr[0]) * math.log(slope_dn / thr[2]) / log_ratio
-            clean = True
-            for t in range(ntest):
-                k = first[t]
-                local = d[k]
-                tot = dt[k]
-                if span[t] == 2:
-                    local += d[k + 1]
-                    tot += dt[k + 1]
-                var = sig2[p] * tr[t] + rate * tp[t]
-                if var > 0.0 and (local / tot - s) > limit * math.sqrt(var):
-                    clean = False
-                    break
-            if clean:
-                slope[p] = s
+            g = gdq[i, p0:p0 + n]
+            for j in range(n):
+                clean[j] = clean[j] & ((g[j] & exclude) == 0)
+        for k in range(nd):
+            wk = w[k]
+            lo = data[k, p0:p0 + n]
+            hi = data[k + 1, p0:p0 + n]
+            dk = d[k]
+            for j in range(n):
+                dk[j] = hi[j] - lo[j]
+                s[j] += wk * dk[j]
+        for j in range(n):
+            # max(s, 0) and min(max(s / gain, IA), IB), as selects
+            rate[j] = 0.0 if 0.0 > s[j] else s[j]
+            slope_dn = s[j] / gain[p0 + j]
+            slope_dn = thr[2] if thr[2] > slope_dn else slope_dn
+            slope_dn = thr[3] if thr[3] < slope_dn else slope_dn
+            ratio = slope_dn / thr[2]
+            # log(1) is 0: most sky pixels sit at IA
+            level = 0.0 if ratio == 1.0 else math.log(ratio)
+            limit[j] = thr[0] + (thr[1] - thr[0]) * level / log_ratio
+        for t in range(ntest):
+            k = first[t]
+            two = span[t] == 2
+            tot = dt[k] + dt[k + 1] if two else dt[k]
+            dk = d[k]
+            dn = d[k + 1] if two else d[k]
+            cr_t = tr[t]
+            cp_t = tp[t]
+            for j in range(n):
+                local = dk[j] + dn[j] if two else dk[j]
+                var = sig2[p0 + j] * cr_t + rate[j] * cp_t
+                jump = (var > 0.0) & ((local / tot - s[j]) > limit[j] * np.sqrt(var))
+                clean[j] = clean[j] & ~jump
+        for j in range(n):
+            p = p0 + j
+            if clean[j]:
+                slope[p] = s[j]
                 var_r[p] = sig2[p] * wr
                 coef_p[p] = wp
                 continue
-        # a ramp with resultants left out: the plain fit, and the robust one only
-        # if it finds a jump (as the full ramps above)
-        jumped = m == nres or _fit_pixel(r, good, m, nreads, tbar, cr, cp, u, sig2[p],
-                                         gain[p], thr, False, out)
-        if jumped:
-            jumped = _fit_pixel(r, good, m, nreads, tbar, cr, cp, u, sig2[p], gain[p], thr,
-                                True, out)
-        slope[p] = out[0]
-        var_r[p] = out[1]
-        coef_p[p] = out[3]
-        if jumped:
-            flags[p] |= jump_flag
-        if math.isnan(out[0]):
-            flags[p] |= no_slope_flag
+            m = 0
+            for i in range(nres):
+                if gdq[i, p] & exclude:
+                    # nothing after a saturated resultant is usable
+                    if gdq[i, p] & saturated:
+                        break
+                    continue
+                good[m] = i
+                m += 1
+            if m < 2:
+                slope[p] = np.nan
+                var_r[p] = np.nan
+                coef_p[p] = np.nan
+                flags[p] |= no_slope_flag
+                continue
+            for i in range(nres):
+                r[i] = data[i, p]
+            # a ramp with resultants left out: the plain fit, and the robust one
+            # only if it finds a jump (as the full ramps above)
+            jumped = m == nres or _fit_pixel(r, good, m, nreads, tbar, cr, cp, u, sig2[p],
+                                             gain[p], thr, False, out)
+            if jumped:
+                jumped = _fit_pixel(r, good, m, nreads, tbar, cr, cp, u, sig2[p], gain[p],
+                                    thr, True, out)
+            slope[p] = out[0]
+            var_r[p] = out[1]
+            coef_p[p] = out[3]
+            if jumped:
+                flags[p] |= jump_flag
+            if math.isnan(out[0]):
+                flags[p] |= no_slope_flag
 
 
 def fit_fixed(resultants, groupdq, read_noise, gain, times: RampTimes,

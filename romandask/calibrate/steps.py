@@ -254,6 +254,15 @@ def linearize_cube(raw: np.ndarray, region: Region, usable: np.ndarray
     return value, np.where(outside, np.uint32(pixelflags.NO_LIN_CORR), np.uint32(0))
 
 
+def _channel_runs(chan: np.ndarray) -> np.ndarray:
+    """(first column, end column, channel) of each run of columns read by one channel."""
+    chan = np.asarray(chan, np.int64)
+    edges = np.flatnonzero(np.diff(chan)) + 1
+    starts = np.r_[0, edges]
+    ends = np.r_[edges, len(chan)]
+    return np.stack([starts, ends, chan[starts]], axis=1).astype(np.int64)
+
+
 def _charge_arguments(data, groupdq, exclude_in, bias, bias_origin, common_rows,
                       channel_rows, chan, threshold, dilution, region, science, reads,
                       saturation_backup, exclude_first):
@@ -270,7 +279,7 @@ def _charge_arguments(data, groupdq, exclude_in, bias, bias_origin, common_rows,
             np.ascontiguousarray(common_rows),
             # (nres, H, 32): each row's 32 channel terms side by side
             np.ascontiguousarray(np.swapaxes(channel_rows, 1, 2)),
-            np.ascontiguousarray(chan, np.int64), np.ascontiguousarray(threshold, np.float64),
+            _channel_runs(chan), np.ascontiguousarray(threshold, np.float64),
             region.sref, np.ascontiguousarray(dilution, np.float64), region.smin, region.smax,
             region.lin_coeffs, region.gain, np.ascontiguousarray(science, np.bool_), multi,
             int(saturation_backup), bool(exclude_first))
@@ -353,12 +362,13 @@ def raw_to_collected_charge(data: np.ndarray, groupdq: np.ndarray | None, exclud
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _charge_row(y, data, groupdq, has_groupdq, exclude_in, bias, by, bx, common_rows,
-                channel_rows, chan, threshold, sref, dilution, smin, smax, coeffs, gain,
+                channel_rows, runs, threshold, sref, dilution, smin, smax, coeffs, gain,
                 science, multi, backup, exclude_first, gdq, nolin, work, state, first_sat, out):
     """Row ``y`` of :func:`raw_to_charge`: electrons into ``out`` (nres, W).
 
     Each value is computed with the operations, in the order, of the
     step-by-step functions (in float64 from the float32 reference data).
+    ``runs`` (:func:`_channel_runs`) the columns of each readout channel;
     ``work`` (2 nres + 9, W) float64, ``state`` (3, W) uint8 and ``first_sat``
     (W,) int64 are scratch; ``multi`` (nres,) tells the resultants of more
     than one read, ``backup`` the passes of :func:`back_up_saturation`.
@@ -448,19 +458,58 @@ def _charge_row(y, data, groupdq, has_groupdq, exclude_in, bias, by, bx, common_
         common = np.float64(common_rows[i, y])
         terms = channel_rows[i, y]
         b = brow[i]
-        for x in range(W):
-            v[x] = ((np.float64(raw[x]) - common) - np.float64(terms[chan[x]])) - b[x]
+        for r in range(runs.shape[0]):
+            term = np.float64(terms[runs[r, 2]])
+            for x in range(runs[r, 0], runs[r, 1]):
+                v[x] = ((np.float64(raw[x]) - common) - term) - b[x]
         # 5. linearity: the Legendre curve, along its tangent past |z| = 1
         lo = smin[y]
         hi = smax[y]
         sci = science[y]
+        g_row = gain[y]
+        o = out[i]
+        if order == 4:
+            # a cubic (the synthetic detector's): every term in registers, with
+            # the operations of the general recursion below, in its order
+            c0, c1, c2, c3 = coeffs[0, y], coeffs[1, y], coeffs[2, y], coeffs[3, y]
+            for x in range(W):
+                low = np.float64(lo[x])
+                high = np.float64(hi[x])
+                usable = (flag[x] & _UNUSABLE) == 0
+                outside[x] = outside[x] | np.uint8(usable & sci[x]
+                                                   & ((v[x] < low) | (v[x] > high)))
+                zx = (v[x] - low) / ((high - low) / 2.0) - 1.0
+                above = -1.0 if -1.0 > zx else zx
+                zcx = 1.0 if 1.0 < above else above
+                val = np.float64(c0[x])
+                slo = 0.0
+                # k = 1: P1 = zc, P1' = 1
+                k1 = np.float64(c1[x])
+                val += k1 * zcx
+                slo += k1 * 1.0
+                p2 = (3 * zcx * zcx - 1 * 1.0) / 2
+                d2 = 0.0 + 3 * zcx
+                # k = 2
+                k2 = np.float64(c2[x])
+                val += k2 * p2
+                slo += k2 * d2
+                p3 = (5 * zcx * p2 - 2 * zcx) / 3
+                d3 = 1.0 + 5 * p2
+                # k = 3
+                k3 = np.float64(c3[x])
+                val += k3 * p3
+                slo += k3 * d3
+                o[x] = (val + slo * (zx - zcx)) * np.float64(g_row[x]) if sci[x] else 0.0
+            continue
         for x in range(W):
             low = np.float64(lo[x])
             high = np.float64(hi[x])
             usable = (flag[x] & _UNUSABLE) == 0
             outside[x] = outside[x] | np.uint8(usable & sci[x] & ((v[x] < low) | (v[x] > high)))
             z[x] = (v[x] - low) / ((high - low) / 2.0) - 1.0
-            zc[x] = min(max(z[x], -1.0), 1.0)
+            # min(max(z, -1), 1), as selects (a NaN stays NaN)
+            above = -1.0 if -1.0 > z[x] else z[x]
+            zc[x] = 1.0 if 1.0 < above else above
             value[x] = np.float64(coeffs[0, y, x])
             slope[x] = 0.0
             p_prev[x] = 1.0
@@ -469,21 +518,24 @@ def _charge_row(y, data, groupdq, has_groupdq, exclude_in, bias, by, bx, common_
             d[x] = 1.0
         for k in range(1, order):
             ck = coeffs[k, y]
-            for x in range(W):
-                c = np.float64(ck[x])
-                value[x] += c * p[x]
-                slope[x] += c * d[x]
             if k + 1 < order:
+                # Bonnet's recursion, and P'_{k+1} = P'_{k-1} + (2k + 1) P_k
                 for x in range(W):
+                    c = np.float64(ck[x])
+                    value[x] += c * p[x]
+                    slope[x] += c * d[x]
                     p_next = ((2 * k + 1) * zc[x] * p[x] - k * p_prev[x]) / (k + 1)
                     d_next = d_prev[x] + (2 * k + 1) * p[x]
                     p_prev[x] = p[x]
                     p[x] = p_next
                     d_prev[x] = d[x]
                     d[x] = d_next
+            else:
+                for x in range(W):
+                    c = np.float64(ck[x])
+                    value[x] += c * p[x]
+                    slope[x] += c * d[x]
         # 6. to electrons, 0 off the science array
-        g_row = gain[y]
-        o = out[i]
         for x in range(W):
             o[x] = (value[x] + slope[x] * (z[x] - zc[x])) * np.float64(g_row[x]) \
                 if sci[x] else 0.0
@@ -494,7 +546,7 @@ def _charge_row(y, data, groupdq, has_groupdq, exclude_in, bias, by, bx, common_
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _raw_to_charge(data, groupdq, has_groupdq, exclude_in, bias, by, bx, common_rows,
-                   channel_rows, chan, threshold, sref, dilution, smin, smax, coeffs, gain,
+                   channel_rows, runs, threshold, sref, dilution, smin, smax, coeffs, gain,
                    science, multi, backup, exclude_first, gdq, nolin, charge):
     nres, H, W = data.shape
     work = np.empty((2 * nres + 9, W))
@@ -503,7 +555,7 @@ def _raw_to_charge(data, groupdq, has_groupdq, exclude_in, bias, by, bx, common_
     row = np.empty((nres, W))
     for y in range(H):
         _charge_row(y, data, groupdq, has_groupdq, exclude_in, bias, by, bx, common_rows,
-                    channel_rows, chan, threshold, sref, dilution, smin, smax, coeffs, gain,
+                    channel_rows, runs, threshold, sref, dilution, smin, smax, coeffs, gain,
                     science, multi, backup, exclude_first, gdq, nolin, work, state, first_sat,
                     row)
         for i in range(nres):
@@ -512,7 +564,7 @@ def _raw_to_charge(data, groupdq, has_groupdq, exclude_in, bias, by, bx, common_
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _raw_to_collected(data, groupdq, has_groupdq, exclude_in, bias, by, bx, common_rows,
-                      channel_rows, chan, threshold, sref, dilution, smin, smax, coeffs, gain,
+                      channel_rows, runs, threshold, sref, dilution, smin, smax, coeffs, gain,
                       science, multi, backup, exclude_first, kernel, gdq, nolin, collected):
     nres, H, W = data.shape
     work = np.empty((2 * nres + 9, W))
@@ -523,7 +575,7 @@ def _raw_to_collected(data, groupdq, has_groupdq, exclude_in, bias, by, bx, comm
     second = np.empty(W - 4)
     for y in range(H):
         _charge_row(y, data, groupdq, has_groupdq, exclude_in, bias, by, bx, common_rows,
-                    channel_rows, chan, threshold, sref, dilution, smin, smax, coeffs, gain,
+                    channel_rows, runs, threshold, sref, dilution, smin, smax, coeffs, gain,
                     science, multi, backup, exclude_first, gdq, nolin, work, state, first_sat,
                     sensed[y % 3])
         if y >= 2:
