@@ -701,9 +701,17 @@ def synthesize_catalog(
             "reference_filter": REFERENCE_FILTER,
         }
     )
-    table["id"] = np.arange(n_gal + n_star, dtype=np.int64)
-    table["ra"] = np.concatenate([gal_ra, star_ra])
-    table["dec"] = np.concatenate([gal_dec, star_dec])
+    return fill_sources(table, np.arange(n_gal + n_star, dtype=np.int64), (gal_ra, gal_dec),
+                        gal_shape, gal_flux, (star_ra, star_dec), star_flux, filters)
+
+
+def fill_sources(table: Table, ids: np.ndarray, gal_pos, gal_shape: dict, gal_flux: dict,
+                 star_pos, star_flux: dict, filters: Sequence[str]) -> Table:
+    """``table`` given the catalog columns of drawn galaxies then stars (in that order)."""
+    n_gal, n_star = len(gal_pos[0]), len(star_pos[0])
+    table["id"] = ids
+    table["ra"] = np.concatenate([gal_pos[0], star_pos[0]])
+    table["dec"] = np.concatenate([gal_pos[1], star_pos[1]])
     table["type"] = np.array(["SER"] * n_gal + ["PSF"] * n_star, dtype="<U3")
     for name in SHAPE_COLUMNS:
         table[name] = np.concatenate([gal_shape[name], np.full(n_star, _STAR_SHAPE[name])])

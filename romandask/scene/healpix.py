@@ -45,10 +45,10 @@ from astropy.table import Table, vstack
 
 from .. import rng as rngmod
 from ..errors import InputError, OutputError
-from .catalog import (FILTERS, GALAXY_COUNT_SLOPE, SHAPE_COLUMNS, STAR_COUNT_SLOPE,
-                      _GALAXY_BETA, _STAR_BETA, _STAR_SHAPE, _check_filter_names, _draw_beta,
-                      _draw_power_law, _draw_sersic_shapes, _fluxes, expected_galaxy_density,
-                      expected_star_density, validate_catalog)
+from .catalog import (FILTERS, GALAXY_COUNT_SLOPE, STAR_COUNT_SLOPE, _GALAXY_BETA, _STAR_BETA,
+                      _check_filter_names, _draw_beta, _draw_power_law, _draw_sersic_shapes,
+                      _fluxes, expected_galaxy_density, expected_star_density, fill_sources,
+                      validate_catalog)
 
 __all__ = ["INDEX_NAME", "SKY_NSIDE", "PartitionedCatalog", "galactic_latitude",
            "pixel_sources", "pixels_near", "synthesize_pixels", "write_partitioned"]
@@ -145,16 +145,9 @@ def pixel_sources(seed: int, pixel: int, nside: int = SKY_NSIDE,
     star_mag = _draw_power_law(rng, n_star, STAR_COUNT_SLOPE, *star_mag_range)
     star_flux = _fluxes(star_mag, _draw_beta(rng, n_star, _STAR_BETA), filters)
 
-    table = Table()
-    table["id"] = pixel * np.int64(ID_STRIDE) + np.arange(n_gal + n_star, dtype=np.int64)
-    table["ra"] = np.concatenate([gal_ra, star_ra])
-    table["dec"] = np.concatenate([gal_dec, star_dec])
-    table["type"] = np.array(["SER"] * n_gal + ["PSF"] * n_star, dtype="<U3")
-    for name in SHAPE_COLUMNS:
-        table[name] = np.concatenate([gal_shape[name], np.full(n_star, _STAR_SHAPE[name])])
-    for name in filters:
-        table[name] = np.concatenate([gal_flux[name], star_flux[name]])
-    return table
+    ids = pixel * np.int64(ID_STRIDE) + np.arange(n_gal + n_star, dtype=np.int64)
+    return fill_sources(Table(), ids, (gal_ra, gal_dec), gal_shape, gal_flux,
+                        (star_ra, star_dec), star_flux, filters)
 
 
 def synthesize_pixels(seed: int, pixels: Sequence[int], nside: int = SKY_NSIDE,
