@@ -1,10 +1,10 @@
 """``romandask plan``: what a run would do, and what it would cost.
 
 Prints the exposures x SCAs table (centre, sources rendered, tiles), the
-number of Dask tasks, the bytes of each product, an estimate of the
-core-hours and, for a survey defined by a region, the tiling and the coverage
-of the region per filter.  The cost model is measured on this machine at plan
-time, on a real task of the survey:
+number of Dask tasks, the bytes of each product and of the detector model
+store, an estimate of the core-hours and, for a survey defined by a region,
+the tiling and the coverage of the region per filter.  The cost model is
+measured on this machine at plan time, on a real task of the survey:
 
 * the PSF build of one (SCA, filter) (once per worker and SCA/filter);
 * the per-pixel cost of backgrounds + Poisson noise on one tile;
@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import galsim
 import numpy as np
 
-from .pipeline import Survey, TileTask, tile_tasks
+from .detector.stored import entry_bytes
+from .pipeline import Survey, TileTask, model_store, tile_tasks
 from .scene.psf import psf_model
 from .scene.render import render_counts
 
@@ -187,6 +188,13 @@ def plan(survey: Survey, measure: bool = True, show_rows: int = 200) -> str:
     for name, nbytes in sizes.items():
         lines.append(f"  {name}: {_human(nbytes)}")
     lines.append(f"  total (uncompressed): {_human(sum(sizes.values()))}")
+    store = model_store(cfg)
+    if store is not None and {"ramps", "l1", "l2"} & set(cfg.output.products):
+        per_sca = entry_bytes(cfg.detector.window)
+        kept = ("kept" if cfg.detector.model_store is not None
+                else "removed when the run completes")
+        lines.append(f"detector model store: {_human(per_sca)} per SCA, "
+                     f"{_human(per_sca * len(survey.scas))} in {store} ({kept})")
     lines += region_lines(cfg)
     if measure and tasks:
         cost = measure_cost(list(tasks.values()))

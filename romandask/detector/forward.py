@@ -609,22 +609,24 @@ def _finish_plane(means, science, bias, white, read_noise, n_reads, corr, rows_n
     """
     ny, nx = means.shape
     root = np.float32(math.sqrt(n_reads))
+    noise = np.empty(nx, np.float32)
+    zero, top = np.float32(0), np.float32(ADC_MAX)
     for y in range(ny):
+        if rows_noise:
+            for x in range(nx):
+                noise[x] = common[y] + channel[columns[x], y]
+            row = noise
+        else:
+            row = corr[y]
         for x in range(nx):
             s = means[y, x] if science[y, x] else reference_level[y, x]
             s = s + bias[y, x]
             s = s + white[y, x] * (read_noise[y, x] / root)
-            if rows_noise:
-                s = s + (common[y] + channel[columns[x], y])
-            else:
-                s = s + corr[y, x]
-            s = np.float32(np.rint(s))
-            flag = _AD_FLOOR if s <= 0 else np.uint8(0)
+            s = np.float32(np.rint(s + row[x]))
             fs = first_sat[y, x]
-            if fs > 0 and fs <= last_read:
-                flag |= _SATURATED
-            dq[y, x] = flag
-            data[y, x] = np.uint16(min(max(s, np.float32(0)), np.float32(ADC_MAX)))
+            dq[y, x] = ((_AD_FLOOR if s <= zero else np.uint8(0))
+                        | (_SATURATED if (fs > 0) & (fs <= last_read) else np.uint8(0)))
+            data[y, x] = np.uint16(min(max(s, zero), top))
 
 
 def finish_resultants(means: np.ndarray, science: np.ndarray, bias: np.ndarray,
@@ -666,7 +668,7 @@ def finish_resultants(means: np.ndarray, science: np.ndarray, bias: np.ndarray,
             corr, common, channel = none2, correlated.common[i], correlated.channel[i]
             columns = np.asarray(correlated.columns, np.int64)
         else:
-            corr = np.asarray(correlated[i], np.float32)
+            corr = np.ascontiguousarray(correlated[i], np.float32)
             common, channel, columns = none1, none2, np.zeros(1, np.int64)
         _finish_plane(np.asarray(means[i], np.float32), science,
                       np.asarray(bias[i], np.float32), white,

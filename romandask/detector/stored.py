@@ -19,10 +19,12 @@ the 18 SCAs; a 256-pixel window takes 6 MB.  The digest covers the format,
 the romandask version and the synthetic figures, so an entry is only ever
 read by the code that would draw it.
 
-The entry is written under a temporary name (``.<name>.partial-<random>``)
-and renamed when complete: a directory with the entry's name is always a
-complete model, and of several processes that draw the same SCA at once the
-first to finish wins and the others read its files.  A :class:`StoredModel`
+The entry is written under a temporary name (``.<name>.partial-<random>``),
+strip by strip with plain writes (a full disk is a one-line error, not a
+fault in a memory map), and renamed when complete: a directory with the
+entry's name is always a complete model, and of several processes that draw
+the same SCA at once the first to finish wins and the others read its files.
+Writing holds one block row of the detector at a time.  A :class:`StoredModel`
 reads slices of the files through memory maps held only for the copy, so a
 worker's resident memory stays that of its tiles, and pickles to its path.
 Its regions are, bit for bit, those of the lazily drawn model.
@@ -98,20 +100,29 @@ def _write(model: SyntheticModel, entry: Path) -> None:
     n = model.frame_shape[0]
     try:
         tmp.mkdir(parents=True)
+        offsets = {}
         for name, (dtype, lead) in STORED_FIELDS.items():
-            # sized files, filled below strip by strip
-            np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=dtype,
-                                      shape=(*lead, n, n))
+            # a header and its array's size (sparse), filled below strip by strip with
+            # plain writes: a full disk is an OSError, not a fault in a memory map
+            header = np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=dtype,
+                                               shape=(*lead, n, n))
+            offsets[name] = header.offset
+            del header
         every = slice(0, n)
-        # one strip per block row of the detector: each block is drawn once
-        for out, _ in _runs(frame_index(model.window), BLOCK):
-            ydet, xdet = model._detector(out, every)
-            fields = model._gather(ydet, xdet, tuple(STORED_FIELDS))
-            for name, values in fields.items():
-                target = np.lib.format.open_memmap(tmp / f"{name}.npy", mode="r+")
-                target[..., out, :] = values
-                # unmapped now (no flush): the written pages leave this process's memory
-                del target
+        files = {name: open(tmp / f"{name}.npy", "r+b") for name in STORED_FIELDS}
+        try:
+            # one strip per block row of the detector: each block is drawn once
+            for out, _ in _runs(frame_index(model.window), BLOCK):
+                ydet, xdet = model._detector(out, every)
+                for name, values in model._gather(ydet, xdet, tuple(STORED_FIELDS)).items():
+                    row_bytes = n * values.itemsize
+                    # the (n, n) planes in C order, e.g. ipc[0, 0], ipc[0, 1], ...
+                    for flat, plane in enumerate(np.ndindex(values.shape[:-2])):
+                        files[name].seek(offsets[name] + (flat * n + out.start) * row_bytes)
+                        files[name].write(np.ascontiguousarray(values[plane]).data)
+        finally:
+            for f in files.values():
+                f.close()
         (tmp / "model.json").write_text(
             json.dumps(_record(model.seed, model.sca, model.window), indent=1) + "\n")
         try:
