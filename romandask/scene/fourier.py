@@ -215,8 +215,8 @@ def _fold(psf: np.ndarray, grid_index: np.ndarray, grid_weight: np.ndarray, half
 
     The source is ``flux`` times the weighted sum of PSF grid transforms
     times (if ``table`` has rows) the Sersic transform (``table``, ``fine``)
-    at wavenumber sqrt(k^T C k), shifted by (dx, dy) pixels.  k runs over the half plane
-    kx = a dk (0 <= a <= half), ky = b dk (|b| <= half); each point and,
+    at wavenumber sqrt(k^T C k), shifted by (dx, dy) pixels.  k runs over the
+    half plane kx = a dk (0 <= a <= half), ky = b dk (|b| <= half); each point and,
     for a > 0, its Hermitian mirror (-kx, -ky) are added where they alias
     onto the half plane 0 <= kx <= pi of the FFT (as GalSim's ``Image.wrap``).
     """
@@ -349,9 +349,10 @@ def draw_stamp(psf: PSFTransforms, grid: list[tuple[tuple[int, int], float]], fl
     """The expected electrons of one source on its (2 radius + 1)^2 stamp.
 
     ``grid`` holds the PSF grid keys and bilinear weights at the source,
-    ``offset`` its position relative to the stamp's central pixel.  The
-    result is GalSim's ``drawImage`` of the profile convolved with the PSF
-    (pixel response included), to rounding when ``n`` is GalSim's FFT size.
+    ``offset`` its position relative to the stamp's central pixel; ``n``
+    the FFT size (``fft_size`` by default).  The result (a view of the FFT's
+    output) is what GalSim's ``drawImage`` gives for the profile convolved
+    with the PSF, pixel response included (see the module's notes).
     """
     if n is None:
         n = fft_size(radius, psf, shape)
