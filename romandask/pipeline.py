@@ -8,11 +8,14 @@
    renders the ideal count image (GalSim); the counts product is a Poisson
    draw of it with a stream keyed by (seed, exposure, SCA, tile);
 5. L1: one readout task per (exposure, SCA) (correlated noise, amp33,
-   cosmic rays) and one detector task per tile of the frame, fed the
-   expected counts with a one-pixel halo;
+   cosmic rays), one task per SCA that draws a synthetic detector model into
+   the run's model store (:mod:`.detector.stored`), and one detector task per
+   tile of the frame, fed the expected counts with a one-pixel halo and
+   reading its reference data from that store;
 6. L2: one reference-pixel task per (exposure, SCA) (amp33 and the top and
    bottom reference rows) and one calibration task per frame tile, fed the
-   resultants with the calibration's halo (``overlap``);
+   resultants with the calibration's halo (``overlap``), the same stored
+   detector model behind both;
 7. the truth table and the store's skeleton are written first; then, per
    (exposure, SCA), one task per chunk writes the cubes to the zarr store,
    one task each writes its L1 and L2 ASDF file from those chunks, and one
