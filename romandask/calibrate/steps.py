@@ -26,6 +26,11 @@ in the order the signal passed through them, last stage first:
 7. ramp fitting with jump detection (:mod:`.fixed_fit` or stcal's);
 8. dark current, flat field (QE) and the pixel area, and the conversion
    to DN/s at the detector's reference gain.
+
+The functions of steps 2-6 are their definitions; a block is calibrated by
+:func:`raw_to_collected_charge`, which runs steps 1-6 in one compiled pass,
+row by row, and gives their values bit for bit (float64 from the float32
+reference data), without a whole-block temporary.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ __all__ = [
     "ipc_correct",
     "linearize_cube",
     "raw_to_charge",
+    "raw_to_collected_charge",
     "reference_offsets",
 ]
 
