@@ -127,6 +127,11 @@ class PSFTransforms:
         self.support = float(support)
         self._grids: dict[int, np.ndarray] = {}
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the transforms made so far."""
+        return sum(g.nbytes for g in self._grids.values())
+
     def kgrid_half(self, n: int) -> int:
         """Half-size of the k grid GalSim draws the PSF on for FFT size ``n``."""
         return extended_half(n, self.maxk)

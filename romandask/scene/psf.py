@@ -31,8 +31,10 @@ PSFs' exact transforms times the pixel's, made once per FFT size.
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
 
 import galsim
 import galsim.roman
@@ -147,10 +149,99 @@ def _profile(a: np.ndarray, scale: float, centroid: tuple[float, float]) -> gals
     return profile.shift(-centroid[0], -centroid[1])
 
 
-@lru_cache(maxsize=8)
-def psf_model(key: PSFKey) -> PSFModel:
-    """The PSF model for ``key``, built once per process and reused.
+#: Bytes of PSF models one process keeps.  A model of the full SCA (3 x 3
+#: grid, radius 64, oversampling 4) holds about 110 MB, one of a small window
+#: (a single grid point) about 12 MB: the cache keeps four full-SCA models, or
+#: every (SCA, filter) of a survey of small windows in up to two filters, so
+#: that a worker cycling through the 18 SCAs of its exposures builds each once.
+#: Part of the worker baseline of :mod:`romandask.memory`, as are GalSim's own
+#: caches behind ``getPSF`` (about 8 MB per SCA and filter, kept by GalSim).
+CACHE_BYTES = 512 * 1024 * 1024
+#: What a grid point of a model holds beyond its drawn image: GalSim's padded
+#: ``InterpolatedImage`` (pad factor 1.5, real and k space) and its tables.
+_POINT_FACTOR = 5.5
 
-    A full-SCA model (3 x 3 grid, radius 64) holds ~110 MB; eight are kept.
-    """
-    return PSFModel(key)
+
+def model_bytes(model: PSFModel) -> int:
+    """Bytes a PSF model holds: its grid images, GalSim's interpolation of them,
+    and the Fourier transforms made so far."""
+    held = sum(a.nbytes for a in model.arrays.values()) * _POINT_FACTOR
+    if model._fourier is not None:
+        held += model._fourier.nbytes
+    return int(held)
+
+
+@dataclass
+class CacheStats:
+    """Lookups of a process's PSF cache: models built, lookups served, models held."""
+
+    built: int = 0
+    reused: int = 0
+    held: int = 0
+    bytes: int = 0
+
+    def __add__(self, other: "CacheStats") -> "CacheStats":
+        return CacheStats(self.built + other.built, self.reused + other.reused,
+                          self.held + other.held, self.bytes + other.bytes)
+
+    def __sub__(self, other: "CacheStats") -> "CacheStats":
+        """The lookups made since ``other`` was taken (models held: now)."""
+        return CacheStats(self.built - other.built, self.reused - other.reused,
+                          self.held, self.bytes)
+
+    def line(self) -> str:
+        lookups = self.built + self.reused
+        rate = 100.0 * self.reused / lookups if lookups else 0.0
+        return (f"PSF models: {self.built} built, reused {self.reused} times "
+                f"({rate:.1f} % of {lookups} lookups)")
+
+
+class ModelCache:
+    """PSF models by key, least recently used dropped beyond ``budget`` bytes
+    (the newest is always kept).  Thread-safe; a model two threads ask for at
+    once may be built twice, and one is kept."""
+
+    def __init__(self, make, budget: int):
+        self._make, self.budget = make, int(budget)
+        self._models: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self._stats = CacheStats()
+
+    def __call__(self, key: PSFKey) -> PSFModel:
+        with self._lock:
+            model = self._models.get(key)
+            if model is not None:
+                self._models.move_to_end(key)
+                self._stats.reused += 1
+                return model
+        model = self._make(key)
+        with self._lock:
+            self._stats.built += 1
+            model = self._models.setdefault(key, model)
+            self._models.move_to_end(key)
+            sizes = {k: model_bytes(m) for k, m in self._models.items()}
+            total = sum(sizes.values())
+            while total > self.budget and len(self._models) > 1:
+                oldest, _ = self._models.popitem(last=False)
+                total -= sizes[oldest]
+        return model
+
+    def stats(self) -> CacheStats:
+        with self._lock:
+            return dataclasses.replace(
+                self._stats, held=len(self._models),
+                bytes=sum(model_bytes(m) for m in self._models.values()))
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+            self._stats = CacheStats()
+
+
+#: The PSF model for a key, built once per process and reused (:class:`ModelCache`).
+psf_model = ModelCache(PSFModel, CACHE_BYTES)
+
+
+def cache_stats() -> CacheStats:
+    """This process's PSF cache figures (for ``client.run`` on workers)."""
+    return psf_model.stats()
