@@ -4,7 +4,8 @@ Prints the exposures x SCAs table (centre, sources rendered, tiles), the
 number of Dask tasks, the bytes of each product and of the detector model
 store, an estimate of the core-hours and, for a survey defined by a region,
 the tiling and the coverage of the region per filter.  The cost model is
-measured on this machine at plan time, on a real task of the survey:
+measured on this machine at plan time, on a real task of the survey, in CPU
+time of the measuring thread (so that a busy machine does not inflate it):
 
 * the PSF build of one (SCA, filter) (once per worker and SCA/filter);
 * the per-pixel cost of backgrounds + Poisson noise on one tile;
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 import galsim
 import numpy as np
 
+from .detector.reference import CHANNEL_WIDTH, NBORDER
 from .detector.stored import entry_bytes
 from .pipeline import Survey, TileTask, model_store, tile_tasks
 from .scene.psf import psf_model
@@ -51,15 +53,15 @@ def measure_cost(tasks: list[TileTask]) -> Cost:
     npix = bounds.area()
     rng = np.random.default_rng(0)
 
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     psf = psf_model(busiest.psf)
-    t_psf = time.perf_counter() - t0
+    t_psf = time.thread_time() - t0
 
     empty = {k: v[:0] for k, v in busiest.sources.items()}
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     render_counts(bounds, busiest.wcs, empty, psf, busiest.exptime, busiest.backgrounds, rng,
                   busiest.margin)
-    t_pix = (time.perf_counter() - t0) / npix
+    t_pix = (time.thread_time() - t0) / npix
 
     some = {k: v[:_MEASURE_SOURCES] for k, v in busiest.sources.items()}
     n = len(some["x"])
@@ -67,10 +69,10 @@ def measure_cost(tasks: list[TileTask]) -> Cost:
     if n:
         # draw them where they are, on their whole tile, minus the pixel cost
         tile = galsim.BoundsI(*busiest.bounds)
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         render_counts(tile, busiest.wcs, some, psf, busiest.exptime, busiest.backgrounds, rng,
                       busiest.margin)
-        total = time.perf_counter() - t0
+        total = time.thread_time() - t0
         t_src = max(total - t_pix * tile.area(), 0.0) / n
     return Cost(t_psf, t_pix, t_src, n)
 
@@ -84,6 +86,26 @@ def product_bytes(survey: Survey, n_truth: int) -> dict[str, int]:
         out["counts (float32)"] = n_img * cfg.detector.window ** 2 * 4
     if "truth" in cfg.output.products:
         out["truth table"] = n_truth * (8 * 8 + 3 * 8)
+    products = set(cfg.output.products)
+    window, frame = cfg.detector.window, cfg.detector.window + 2 * NBORDER
+    nres = [e.ma_table.nresultants for e in survey.exposures]
+    # resultants (uint16), group DQ (uint8) and amp33 (uint16) of one resultant
+    per_resultant = frame * frame * 3 + frame * CHANNEL_WIDTH * 2
+    nscas = len(survey.scas)
+    if {"ramps", "l1", "l2"} & products:
+        # the store pads every exposure to the longest MA table's resultants
+        out["ramps, group DQ, amp33 (store)"] = n_img * max(nres) * per_resultant
+    if "l2" in products:
+        out["L2 cubes (store: 4 float32, uint32 DQ)"] = n_img * window * window * 20
+    if "l1" in products:
+        out[f"L1 files ({n_img})"] = nscas * sum(nres) * per_resultant
+    if "l2" in products:
+        # data, dq, dq2 (4 B), err and variances, chisq, dumo (float16); amp33
+        # and the border reference pixels (float32) of every resultant, and
+        # their DQ (uint32)
+        out[f"L2 files ({n_img})"] = nscas * sum(
+            window * window * 22 + n * frame * (CHANNEL_WIDTH * 2 + 4 * NBORDER * 4)
+            + 4 * frame * NBORDER * 4 for n in nres)
     if "fits" in cfg.output.products and survey.views:
         from .export import fits_companion_bytes
         from .wcs import fits_header_from_galsim
@@ -94,6 +116,59 @@ def product_bytes(survey: Survey, n_truth: int) -> dict[str, int]:
         out[f"FITS files ({n_img}, {layout} layout, {FITS_PLANES[layout]} planes)"] = \
             n_img * fits_companion_bytes(header, cfg.detector.window, layout)
     return out
+
+
+def _sub_survey(survey: Survey, nexp: int, nsca: int) -> Survey:
+    """The survey's first ``nexp`` exposures x first ``nsca`` SCAs."""
+    import dataclasses
+
+    cfg = survey.config
+    sub = dataclasses.replace(cfg.survey, exposures=cfg.survey.exposures[:nexp],
+                              scas=cfg.survey.scas[:nsca])
+    ns = len(cfg.survey.scas)
+    keep = [ie * ns + isca for ie in range(nexp) for isca in range(nsca)]
+    return Survey(dataclasses.replace(cfg, survey=sub), [survey.views[k] for k in keep],
+                  survey.catalog, [survey.sources[k] for k in keep])
+
+
+def _graph_size(survey: Survey) -> int:
+    """Tasks of the graph ``run`` builds for every image of ``survey`` (built, never run)."""
+    from pathlib import Path
+
+    from .pipeline import product_tasks, survey_dataset, truth_table
+    from .resume import Progress
+
+    ds, _, _ = survey_dataset(survey)
+    pending = [(ie, isca) for ie in range(len(survey.exposures))
+               for isca in range(len(survey.scas))]
+    nowhere = Path("/nonexistent")
+    jobs = product_tasks(survey, ds, truth_table(survey), nowhere, Progress(nowhere), pending)
+    return len(jobs[0].__dask_graph__())
+
+
+def graph_tasks(survey: Survey) -> tuple[int, int, int]:
+    """Dask tasks of the run: (per (exposure, SCA) image, per SCA, shared by all).
+
+    Counted on the graphs ``run`` builds for the survey's first image and for
+    its first two (two SCAs of the first exposure, or two exposures of its
+    one SCA), every product configured: the survey's graph is the first
+    image's shared tasks, its tasks once per image, and the detector model's
+    task once per SCA (when L1 is made).
+    """
+    cfg = survey.config
+    if not survey.views or not ({"counts", "truth", "ramps", "l1", "l2"}
+                                & set(cfg.output.products)):
+        return 0, 0, 0
+    per_sca = 1 if ({"ramps", "l1", "l2"} & set(cfg.output.products)
+                    and model_store(cfg) is not None) else 0
+    one = _graph_size(_sub_survey(survey, 1, 1))
+    if len(survey.views) == 1:
+        return one - per_sca, per_sca, 0
+    if len(survey.scas) > 1:
+        per_image = _graph_size(_sub_survey(survey, 1, 2)) - one - per_sca
+    else:
+        per_image = _graph_size(_sub_survey(survey, 2, 1)) - one
+    return per_image, per_sca, one - per_image - per_sca
 
 
 def _human(n: float) -> str:
@@ -181,9 +256,12 @@ def plan(survey: Survey, measure: bool = True, show_rows: int = 200) -> str:
                  f"{len(survey.scas)} SCAs), {cfg.detector.window} x {cfg.detector.window} "
                  f"pixels, tiles of {cfg.detector.tile}")
     lines.append(f"catalog: {len(survey.catalog)} sources; {n_render} renderings")
-    n_store = len(survey.views) * tiles_per_view if "counts" in cfg.output.products else 0
-    lines.append(f"dask tasks: {len(tasks)} render + {n_store} store writes = "
-                 f"{len(tasks) + n_store}")
+    per_image, per_sca, shared = graph_tasks(survey)
+    n_tasks = per_image * len(survey.views) + per_sca * len(survey.scas) + shared
+    lines.append(f"dask tasks: {n_tasks} ({per_image} per (exposure, SCA) image"
+                 + (f", {per_sca} per SCA" if per_sca else "")
+                 + (f", {shared} shared" if shared else "") + "; "
+                 f"{len(tasks)} of them render counts tiles)")
     sizes = product_bytes(survey, n_render)
     for name, nbytes in sizes.items():
         lines.append(f"  {name}: {_human(nbytes)}")
