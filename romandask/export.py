@@ -60,6 +60,7 @@ Simulation truth
 
 from __future__ import annotations
 
+import copy
 import io
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -373,7 +374,8 @@ def l1_model(data: np.ndarray, amp33: np.ndarray, exposure: Exposure, view: SCAV
              window: int, truth: Mapping[str, np.ndarray] | None,
              extra_meta: Mapping[str, Any] | None = None,
              resultantdq: np.ndarray | None = None,
-             sim_extra: Mapping[str, Any] | None = None) -> rdm.ScienceRawModel:
+             sim_extra: Mapping[str, Any] | None = None,
+             validate: bool = True) -> rdm.ScienceRawModel:
     """The Level 1 datamodel of one SCA of one exposure.
 
     Parameters
@@ -406,6 +408,9 @@ def l1_model(data: np.ndarray, amp33: np.ndarray, exposure: Exposure, view: SCAV
     roman_datamodels.datamodels.ScienceRawModel
         A validated model holding ``data``, ``amp33`` (and ``resultantdq``)
         without copying them; ``meta.filename`` is :func:`l1_filename`.
+        ``validate=False`` leaves the validation to the write
+        (:func:`write_asdf` validates what it writes), which then costs one
+        schema pass instead of two.
     """
     if view.exposure != exposure:
         raise ValueError(f"view belongs to exposure {view.exposure.id}, not {exposure.id}")
@@ -430,7 +435,8 @@ def l1_model(data: np.ndarray, amp33: np.ndarray, exposure: Exposure, view: SCAV
     if resultantdq is not None:
         model.resultantdq = resultantdq
     model[TREE_KEY] = sim
-    model.validate()
+    if validate:
+        model.validate()
     return model
 
 
@@ -731,7 +737,7 @@ def fits_companion_bytes(header, window: int, layout: str) -> int:
 def l2_model(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], wcs, *,
              l1_data: np.ndarray, amp33: np.ndarray, photometry: Mapping[str, float],
              sim: Mapping[str, Any] | None = None,
-             filename: str | None = None) -> rdm.ImageModel:
+             filename: str | None = None, validate: bool = True) -> rdm.ImageModel:
     """The Level 2 datamodel of one SCA of one exposure.
 
     ``arrays`` holds data, err, var_poisson, var_rnoise (N x N; the file
@@ -772,7 +778,8 @@ def l2_model(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], wcs, *,
         model[f"dq_border_ref_pix_{side_name}"] = np.full(shape, np.uint32(2 ** 31))
     if sim is not None:
         model[TREE_KEY] = dict(sim)
-    model.validate()
+    if validate:  # else left to the write (see l1_model)
+        model.validate()
     return model
 
 
@@ -789,6 +796,39 @@ def _skeleton(node):
     return skeleton
 
 
+#: Extension histories worked out in this process, by the signature of the tree
+#: (:func:`_signature`): a process writes few kinds of file, and the history of
+#: each kind is worked out once.
+_HISTORIES: dict[frozenset, list] = {}
+
+
+def _signature(node, out: set[str]) -> set[str]:
+    """The types a tree holds, which decide the asdf extensions writing it uses.
+
+    Mappings and sequences are walked, and so are a gWCS's frames and
+    transforms, an astropy compound model's parts and a frame's reference frame.
+    """
+    out.add(f"{type(node).__module__}.{type(node).__qualname__}")
+    if isinstance(node, Mapping):
+        for value in node.values():
+            _signature(value, out)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _signature(value, out)
+    elif hasattr(node, "pipeline") and hasattr(node, "forward_transform"):  # a gWCS
+        for step in node.pipeline:
+            _signature(step.frame, out)
+            _signature(step.transform, out)
+    elif hasattr(node, "traverse_postorder"):  # an astropy (compound) model
+        for part in node.traverse_postorder():
+            out.add(f"{type(part).__module__}.{type(part).__qualname__}")
+    elif hasattr(node, "reference_frame") or hasattr(node, "frames"):  # a coordinate frame
+        _signature(getattr(node, "reference_frame", None), out)
+        for frame in getattr(node, "frames", None) or ():
+            _signature(frame, out)
+    return out
+
+
 def _extension_history(tree: Mapping[str, Any]) -> dict[str, list]:
     """The extension history ``tree`` will get, in a fixed order.
 
@@ -796,15 +836,20 @@ def _extension_history(tree: Mapping[str, Any]) -> dict[str, list]:
     hashed by object address, which changes from one process to the next;
     entries already in the tree's history keep their place when asdf updates
     them.  So write the tree, its large arrays cut short, to memory, read
-    back the extensions recorded and sort them.
+    back the extensions recorded and sort them: once per kind of tree (its
+    signature) and process.
     """
-    buffer = io.BytesIO()
-    asdf.AsdfFile({**tree, "roman": _skeleton(tree["roman"])}).write_to(buffer)
-    buffer.seek(0)
-    with asdf.open(buffer, lazy_load=False, lazy_tree=False) as af:
-        entries = list(af["history"]["extensions"])
-    entries.sort(key=lambda entry: (entry.get("extension_uri") or "", entry["extension_class"]))
-    return {"extensions": entries}
+    key = frozenset(_signature(tree, set()))
+    if key not in _HISTORIES:
+        buffer = io.BytesIO()
+        asdf.AsdfFile({**tree, "roman": _skeleton(tree["roman"])}).write_to(buffer)
+        buffer.seek(0)
+        with asdf.open(buffer, lazy_load=False, lazy_tree=False) as af:
+            entries = list(af["history"]["extensions"])
+        entries.sort(key=lambda entry: (entry.get("extension_uri") or "",
+                                        entry["extension_class"]))
+        _HISTORIES[key] = entries
+    return {"extensions": copy.deepcopy(_HISTORIES[key])}
 
 
 def write_asdf(model: rdm.DataModel, path: Path, extra_tree: Mapping[str, Any] | None = None
@@ -850,11 +895,13 @@ def write_l1(path_dir: Path, data: np.ndarray, amp33: np.ndarray, exposure: Expo
              extra_meta: Mapping[str, Any] | None = None, *,
              resultantdq: np.ndarray | None = None,
              sim_extra: Mapping[str, Any] | None = None) -> Path:
-    """Build the Level 1 model of one SCA and write it to ``path_dir``.
+    """Build the Level 1 model of one SCA and write it to ``path_dir`` (validated
+    once, as it is written).
 
     The file is named by :func:`l1_filename`; see :func:`l1_model` for the
     arguments.  Returns the path written.
     """
     model = l1_model(data, amp33, exposure, view, window=window, truth=truth,
-                     extra_meta=extra_meta, resultantdq=resultantdq, sim_extra=sim_extra)
+                     extra_meta=extra_meta, resultantdq=resultantdq, sim_extra=sim_extra,
+                     validate=False)
     return write_asdf(model, Path(path_dir) / model.meta.filename)
