@@ -22,6 +22,9 @@ from romandask.calibrate.core import _EXCLUDE_IN
 from romandask.detector.reference import MEAN_IPC, NCHAN, Region
 from romandask.instrument.matables import MATable
 
+#: no ASDF file, nor the libraries that differ between .venv and .venv-peers
+pytestmark = pytest.mark.one_env
+
 TABLE = MATable.numbered(4)
 H, W = 37, 46
 

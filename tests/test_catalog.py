@@ -20,6 +20,9 @@ from romandask.scene.catalog import (
     write_catalog,
 )
 
+#: no ASDF file, nor the libraries that differ between .venv and .venv-peers
+pytestmark = pytest.mark.one_env
+
 
 def separation_deg(ra1, dec1, ra2, dec2):
     """Great-circle separation in degrees (Vincenty formula, stable at all angles)."""

@@ -13,6 +13,9 @@ from romandask.detector.cosmic_rays import (
     sample_path_lengths,
 )
 
+#: no ASDF file, nor the libraries that differ between .venv and .venv-peers
+pytestmark = pytest.mark.one_env
+
 FRAME = (4096, 4096)
 READ_TIMES = 3.16247 * np.arange(1, 45)
 

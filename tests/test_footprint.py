@@ -14,6 +14,9 @@ from romandask.config import Exposure
 from romandask.instrument.matables import MATable
 from romandask.survey.footprint import SCAView, angular_distance, exposure_wcs, window_bounds
 
+#: no ASDF file, nor the libraries that differ between .venv and .venv-peers
+pytestmark = pytest.mark.one_env
+
 DATE = datetime.datetime(2027, 6, 1)
 
 

@@ -11,6 +11,9 @@ from romandask.detector import forward
 from romandask.detector.forward import TileInputs, finish_resultants, ramp_means, saturation_dq
 from romandask.instrument.matables import MATable
 
+#: no ASDF file, nor the libraries that differ between .venv and .venv-peers
+pytestmark = pytest.mark.one_env
+
 MA4 = MATable.numbered(4)
 GAIN = 2.0
 SREF = 5000.0

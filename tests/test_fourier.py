@@ -15,6 +15,9 @@ from romandask.scene.psf import PSFKey, psf_model
 from romandask.scene.render import Backgrounds, expected_counts
 from romandask.survey.footprint import exposure_wcs
 
+#: no ASDF file, nor the libraries that differ between .venv and .venv-peers
+pytestmark = pytest.mark.one_env
+
 MARGIN = 64
 
 

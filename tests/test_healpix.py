@@ -12,6 +12,9 @@ from romandask.scene import healpix
 from romandask.scene.catalog import (expected_galaxy_density, expected_star_density,
                                      write_catalog)
 
+#: no ASDF file, nor the libraries that differ between .venv and .venv-peers
+pytestmark = pytest.mark.one_env
+
 MODEL = dict(galaxy_mag_range=(18.0, 26.0), star_mag_range=(16.0, 24.0))
 
 

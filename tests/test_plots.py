@@ -12,6 +12,9 @@ from romandask.pipeline import prepare
 from romandask.plots import _density_sample, _free_corners, plot_footprint
 from romandask.survey.footprint import SCAView, angular_distance, window_bounds
 
+#: no ASDF file, nor the libraries that differ between .venv and .venv-peers
+pytestmark = pytest.mark.one_env
+
 #: matplotlib's tab10 blue and orange: exposures 0 and 1
 COLOURS = {0: (31, 119, 180), 1: (255, 127, 14)}
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from romandask.cluster import ProgressLines, format_duration
 from romandask.pipeline import run
+
+#: no ASDF file, nor the libraries that differ between .venv and .venv-peers
+pytestmark = pytest.mark.one_env
 
 
 def test_the_line_estimates_the_time_to_go_from_the_pace_so_far():

@@ -21,6 +21,9 @@ from romandask.calibrate.fixed_fit import RampTimes
 from romandask.config import DEFAULT_FITTER
 from romandask.instrument.matables import MATable
 
+#: no ASDF file, nor the libraries that differ between .venv and .venv-peers
+pytestmark = pytest.mark.one_env
+
 TABLE = MATable.numbered(4)
 TIMES = RampTimes.from_pattern(TABLE.read_pattern, TABLE.frame_time)
 READ_NOISE = 10.0    # e- per read (5 DN at 2 e-/DN, the synthetic detector's median)

@@ -18,6 +18,9 @@ from romandask.detector.readout import make_readout, pink_correlation, pink_nois
 from romandask.detector.reference import NCHAN, SyntheticModel, channel_of, frame_index
 from romandask.instrument.matables import MATable
 
+#: no ASDF file, nor the libraries that differ between .venv and .venv-peers
+pytestmark = pytest.mark.one_env
+
 TABLE = MATable.numbered(4)
 SKY = 0.29          # DN/s: F158's sky at the reference gain, where the effect was seen
 

@@ -18,6 +18,9 @@ from romandask.scene.render import Backgrounds, render_counts
 from romandask.scene.select import CatalogIndex, select_sources
 from romandask.survey.footprint import SCAView, exposure_wcs, window_bounds
 
+#: no ASDF file, nor the libraries that differ between .venv and .venv-peers
+pytestmark = pytest.mark.one_env
+
 DATE = datetime.datetime(2027, 6, 1)
 MARGIN = 64
 

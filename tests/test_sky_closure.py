@@ -40,6 +40,9 @@ from romandask.instrument.matables import MATable
 from test_ramp_accuracy import _fit, _resultants
 from test_reference_correction import _frame_mean_errors
 
+#: no ASDF file, nor the libraries that differ between .venv and .venv-peers
+pytestmark = pytest.mark.one_env
+
 TABLE = MATable.numbered(4)
 SKY = 0.58          # e-/s per pixel: F158's zodiacal light and thermal background
 BAD = pixelflags.DO_NOT_USE | pixelflags.SATURATED | pixelflags.JUMP_DET

@@ -16,6 +16,9 @@ from roman_datamodels.dqflags import group, pixel
 
 from romandask.calibrate.stcal_fitters import FitResult, fit_likely, fit_ols_cas22
 
+#: no ASDF file, nor the libraries that differ between .venv and .venv-peers
+pytestmark = pytest.mark.one_env
+
 #: MA-table-like pattern: 6 resultants, 25 reads.
 PATTERN = [[1], [2], [3, 4], [5, 6, 7, 8, 9], list(range(10, 18)), list(range(18, 26))]
 FRAME_TIME = 3.04
