@@ -171,6 +171,22 @@ def graph_tasks(survey: Survey) -> tuple[int, int, int]:
     return per_image, per_sca, one - per_image - per_sca
 
 
+def catalog_pixel_lines(catalog) -> list[str]:
+    """The catalog's sources per HEALPix pixel of the synthetic sky's partition."""
+    import hpgeom
+
+    from .scene.healpix import SKY_NSIDE
+
+    if len(catalog) == 0:
+        return []
+    pixels = hpgeom.angle_to_pixel(SKY_NSIDE, np.asarray(catalog["ra"], float) % 360.0,
+                                   np.asarray(catalog["dec"], float))
+    _, counts = np.unique(pixels, return_counts=True)
+    area = hpgeom.nside_to_pixel_area(SKY_NSIDE)
+    return [f"  per HEALPix pixel (nside {SKY_NSIDE}, {area:.4f} deg^2, {len(counts)} pixels): "
+            f"median {int(np.median(counts))}, max {int(counts.max())} sources"]
+
+
 def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
@@ -256,6 +272,7 @@ def plan(survey: Survey, measure: bool = True, show_rows: int = 200) -> str:
                  f"{len(survey.scas)} SCAs), {cfg.detector.window} x {cfg.detector.window} "
                  f"pixels, tiles of {cfg.detector.tile}")
     lines.append(f"catalog: {len(survey.catalog)} sources; {n_render} renderings")
+    lines += catalog_pixel_lines(survey.catalog)
     per_image, per_sca, shared = graph_tasks(survey)
     n_tasks = per_image * len(survey.views) + per_sca * len(survey.scas) + shared
     lines.append(f"dask tasks: {n_tasks} ({per_image} per (exposure, SCA) image"

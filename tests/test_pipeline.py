@@ -36,6 +36,7 @@ def _with(config, directory: Path, cluster: ClusterConfig):
         cluster=cluster)
 
 
+@pytest.mark.slow  # three runs of every product, two on local clusters: 1-2 minutes
 def test_same_bytes_with_one_and_two_workers(make_config, tmp_path):
     config, _ = make_config()
     one = _with(config, tmp_path / "one",
@@ -169,10 +170,17 @@ def test_quickstart_plan_prints_its_table(tmp_path, capsys):
     assert len(rows) == len(config.survey.exposures) * 18
     assert f"dask tasks: {_run_tasks(config, tmp_path)} (" in out
     assert "counts (float32): 36.0 MiB" in out
+    import re
+
+    (pixel_line,) = re.findall(r"per HEALPix pixel \(nside 256, 0\.0525 deg\^2, (\d+) pixels\): "
+                               r"median (\d+), max (\d+) sources", out)
+    npix, median, largest = map(int, pixel_line)
+    assert npix > 0 and 0 < median <= largest
     assert "core-hours" in out
     assert not (tmp_path / "quickstart").exists()  # plan writes nothing
 
 
+@pytest.mark.slow  # the whole quick-start: 2-3 minutes
 def test_quickstart_run_writes_cube_and_footprint(tmp_path):
     path = _quickstart_copy(tmp_path)
     assert cli.main(["run", str(path), "--no-progress"]) == 0

@@ -83,6 +83,7 @@ def reference(tmp_path_factory) -> dict[str, str]:
     return digest
 
 
+@pytest.mark.slow  # a long run (with the reference run, 1-2 minutes)
 def test_rerun_after_sigkill_finishes_the_rest_with_identical_bytes(tmp_path, reference):
     out = tmp_path / "run"
     config = _write_config(tmp_path, out)
@@ -119,6 +120,7 @@ def test_rerun_after_sigkill_finishes_the_rest_with_identical_bytes(tmp_path, re
     assert _digest(out) == reference
 
 
+@pytest.mark.slow  # a long run (with the reference run, 1-2 minutes)
 def test_killed_worker_does_not_change_the_products(tmp_path, reference):
     out = tmp_path / "run"
     proc = _start(_write_config(tmp_path, out))
