@@ -167,9 +167,16 @@ def test_ctrl_c_stops_quietly_and_the_rerun_resumes(tmp_path, reference):
     says one word, its workers say nothing, and the rerun finishes the run."""
     out = tmp_path / "run"
     config = _write_config(tmp_path, out)
+    # every L2 file but the first takes 3 s more to write, so that the Ctrl-C
+    # lands while the run is computing, however busy the machine
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_SLOW_L2_WRITES)
+    env = {**os.environ, "ROMANDASK_TEST_FIRST_L2": str(tmp_path / "first-l2"),
+           "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "romandask.cli", "run", str(config)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
     progress = Progress(out)
     _wait_for(lambda: progress.exists() and len(progress.done()) >= 1, proc)
     os.killpg(proc.pid, signal.SIGINT)
@@ -183,6 +190,28 @@ def test_ctrl_c_stops_quietly_and_the_rerun_resumes(tmp_path, reference):
     assert "resuming: " in again.stdout
     assert _digest(out) == reference
 
+
+#: Loaded by every process of the run (through PYTHONPATH): every L2 file but
+#: the first is written 3 s late.
+_SLOW_L2_WRITES = '''
+import os, time
+import asdf
+
+_write_to = asdf.AsdfFile.write_to
+
+
+def write_to(self, fd, *args, **kwargs):
+    if str(getattr(fd, "name", "")).endswith("_cal.asdf.partial"):
+        try:
+            os.close(os.open(os.environ["ROMANDASK_TEST_FIRST_L2"],
+                             os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            time.sleep(3.0)
+    return _write_to(self, fd, *args, **kwargs)
+
+
+asdf.AsdfFile.write_to = write_to
+'''
 
 #: Loaded by every process of the run (the driver and its workers, through
 #: PYTHONPATH): the first L2 file written fails as a full disk fails.
