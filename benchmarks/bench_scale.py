@@ -88,9 +88,8 @@ def child(kind: str, n: int, tmp: Path) -> dict:
     """One measurement, in this (fresh) process."""
     from romandask import cluster
     from romandask.config import parse_config
-    from romandask.pipeline import prepare, product_tasks, run, survey_dataset, truth_table
-    from romandask.plan import plan
-    from romandask.resume import Progress
+    from romandask.pipeline import prepare, run
+    from romandask.plan import graph_size, plan
 
     products = ["counts", "truth"]
     config = parse_config(config_for(tmp, n, products), tmp)
@@ -106,13 +105,7 @@ def child(kind: str, n: int, tmp: Path) -> dict:
             out["tasks"] = int(line.split()[2])
         else:
             g0 = time.perf_counter()
-            ds, _, _ = survey_dataset(survey)
-            pending = [(ie, isca) for ie in range(len(survey.exposures))
-                       for isca in range(len(survey.scas))]
-            nowhere = tmp / "nowhere"
-            jobs = product_tasks(survey, ds, truth_table(survey), nowhere, Progress(nowhere),
-                                 pending)
-            out["tasks"] = len(jobs[0].__dask_graph__())
+            out["tasks"] = graph_size(survey)
             out["graph_s"] = time.perf_counter() - g0
     else:
         spent = {}

@@ -667,6 +667,8 @@ def _after(written, task: Callable, *args):
     return task(*args)
 
 
+#: The products made through the store (a cluster and the survey's graph).
+STORE_PRODUCTS = frozenset({"counts", "truth", "ramps", "l1", "l2"})
 #: Where each kind of file goes (its key in :func:`output_paths`): FITS beside the L2.
 _FILE_DIRS = {"fits": "l2"}
 #: The file kinds a run writes per (exposure, SCA), and their name endings.
@@ -814,7 +816,7 @@ def plan_checks(config: Config, survey: Survey, say: Callable[[str], None]) -> N
         if resume:
             say(f"note: `romandask run` resumes the interrupted run in {directory}")
     products = set(config.output.products)
-    if {"counts", "truth", "ramps", "l1", "l2"} & products and \
+    if STORE_PRODUCTS & products and \
             config.cluster.type in ("local", "slurm"):
         memory_declarations(survey, None, say)
 
@@ -946,7 +948,7 @@ def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Path]:
     paths = output_paths(config)
     progress = Progress(config.output.directory)
     products = set(config.output.products)
-    in_store = bool({"counts", "truth", "ramps", "l1", "l2"} & products)
+    in_store = bool(STORE_PRODUCTS & products)
     needs = None
     if in_store and config.cluster.type in ("local", "slurm"):
         # what our own workers offer is known: refuse before touching outputs

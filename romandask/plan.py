@@ -16,15 +16,17 @@ estimate = n_psf_builds x t_psf + pixels x t_pixel + renderings x t_source.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import galsim
 import numpy as np
 
 from .detector.reference import CHANNEL_WIDTH, NBORDER
 from .detector.stored import entry_bytes
-from .pipeline import Survey, TileTask, model_store, tile_tasks
+from .pipeline import STORE_PRODUCTS, Survey, TileTask, model_store, tile_tasks
 from .scene.psf import psf_model
 from .scene.render import render_counts
 
@@ -120,8 +122,6 @@ def product_bytes(survey: Survey, n_truth: int) -> dict[str, int]:
 
 def _sub_survey(survey: Survey, nexp: int, nsca: int) -> Survey:
     """The survey's first ``nexp`` exposures x first ``nsca`` SCAs."""
-    import dataclasses
-
     cfg = survey.config
     sub = dataclasses.replace(cfg.survey, exposures=cfg.survey.exposures[:nexp],
                               scas=cfg.survey.scas[:nsca])
@@ -131,10 +131,8 @@ def _sub_survey(survey: Survey, nexp: int, nsca: int) -> Survey:
                   survey.catalog, [survey.sources[k] for k in keep])
 
 
-def _graph_size(survey: Survey) -> int:
+def graph_size(survey: Survey) -> int:
     """Tasks of the graph ``run`` builds for every image of ``survey`` (built, never run)."""
-    from pathlib import Path
-
     from .pipeline import product_tasks, survey_dataset, truth_table
     from .resume import Progress
 
@@ -156,18 +154,17 @@ def graph_tasks(survey: Survey) -> tuple[int, int, int]:
     task once per SCA (when L1 is made).
     """
     cfg = survey.config
-    if not survey.views or not ({"counts", "truth", "ramps", "l1", "l2"}
-                                & set(cfg.output.products)):
+    if not survey.views or not STORE_PRODUCTS & set(cfg.output.products):
         return 0, 0, 0
     per_sca = 1 if ({"ramps", "l1", "l2"} & set(cfg.output.products)
                     and model_store(cfg) is not None) else 0
-    one = _graph_size(_sub_survey(survey, 1, 1))
+    one = graph_size(_sub_survey(survey, 1, 1))
     if len(survey.views) == 1:
         return one - per_sca, per_sca, 0
     if len(survey.scas) > 1:
-        per_image = _graph_size(_sub_survey(survey, 1, 2)) - one - per_sca
+        per_image = graph_size(_sub_survey(survey, 1, 2)) - one - per_sca
     else:
-        per_image = _graph_size(_sub_survey(survey, 2, 1)) - one
+        per_image = graph_size(_sub_survey(survey, 2, 1)) - one
     return per_image, per_sca, one - per_image - per_sca
 
 
