@@ -21,7 +21,8 @@ from dask.utils import format_bytes, parse_bytes
 
 RESOURCE = "MEMORY"
 # a worker's own memory before any task: Python, NumPy, GalSim, stcal,
-# numba-compiled kernels and the per-process caches (PSFs, detector models)
+# numba-compiled kernels and the per-process caches (PSFs, detector models,
+# the sky's pixels: romandask.scene.sources.PIXEL_CACHE_BYTES)
 BASELINE = parse_bytes("768 MiB")
 MIB = 1 << 20
 
@@ -30,6 +31,7 @@ MIB = 1 << 20
 class Needs:
     """Peak bytes one task of each kind adds to its worker."""
 
+    select: int      # the sources of one (exposure, SCA), cut from the sky's pixels
     render: int      # expected counts of one tile (GalSim)
     counts: int      # Poisson draw of one tile
     readout: int     # correlated noise, amp33 and cosmic rays of one (exposure, SCA)
@@ -61,6 +63,9 @@ def needs(window: int, tile: int, frame_tile: int, cal_tile: int, nresultants: i
     px_l1 = (frame_tile + 2) ** 2
     px_cal = (cal_tile + 2 * cal_halo) ** 2
     return Needs(
+        # the candidate pixels read or drawn (a few of ~13,000 sources each) and
+        # the cut's temporaries
+        select=64 * MIB,
         # float64 image and draws, GalSim's stamps, FFT space and the PSF model
         # it builds (a full-SCA model and its transforms, ~110 MB, and
         # GalSim's own tables: 314 MiB measured at tile 1022)

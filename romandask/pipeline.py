@@ -1,9 +1,11 @@
 """The survey as a Dask graph, top to bottom.
 
 1. footprint: every (exposure, SCA) with its GalSim WCS (driver, cheap);
-2. catalog: read, or synthesised over the footprint (driver);
-3. selection: the sources of each (exposure, SCA) within the margin, with
-   their truth (driver, vectorised);
+2. the sky: a small description of where the sources come from (a catalog
+   file, a HEALPix-partitioned catalog, the synthetic sky's model and seed;
+   :class:`~romandask.scene.sources.Sky`), on the driver;
+3. selection: one task per (exposure, SCA) reads or draws the sky's pixels
+   its window needs and cuts its sources within the margin (on the workers);
 4. expected counts: one task per spatial tile of each (exposure, SCA)
    renders the ideal count image (GalSim); the counts product is a Poisson
    draw of it with a stream keyed by (seed, exposure, SCA, tile);
@@ -16,13 +18,16 @@
    bottom reference rows) and one calibration task per frame tile, fed the
    resultants with the calibration's halo (``overlap``), the same stored
    detector model behind both;
-7. the truth table and the store's skeleton are written first; then, per
-   (exposure, SCA), one task per chunk writes the cubes to the zarr store,
-   one task each writes its L1 and L2 ASDF file from those chunks, and one
-   marks it done (:mod:`romandask.resume`), so that an interrupted run
-   resumes where it stopped.
+7. the store's skeleton is written first; then, per (exposure, SCA), one
+   task per chunk writes the cubes to the zarr store, one task each writes
+   its L1 and L2 ASDF file from those chunks, and one writes its rows of the
+   truth table beside the run's progress record and marks it done
+   (:mod:`romandask.resume`), so that an interrupted run resumes where it
+   stopped;
+8. the truth group: one task per chunk of its rows gathers them from the
+   (exposure, SCA) pieces into the store.
 
-The driver holds only the catalog and small per-tile source lists; pixels
+The driver holds the footprint and the graph; sources, pixels and truth
 exist only inside tasks and in the store.
 """
 
@@ -63,7 +68,8 @@ from .resume import Progress
 from .scene.catalog import read_catalog, synthesize_catalog
 from .scene.psf import PSFKey, psf_model
 from .scene.render import Backgrounds, expected_counts
-from .scene.select import CatalogIndex, in_region, select_sources
+from .scene.select import in_region, margin_radius_deg
+from .scene.sources import Sky
 from .survey.footprint import SCAView, footprint, footprint_cap
 
 
@@ -86,14 +92,20 @@ class TileTask:
     psf: PSFKey
     margin: int
     poisson: bool
-    sources: dict
+
+    def sources(self, view_sources: dict) -> dict:
+        """The sources of the tile's view that reach the tile (within the margin)."""
+        x0, x1, y0, y1 = self.bounds
+        m = self.margin
+        return in_region(view_sources, x0 - 0.5 - m, x1 + 0.5 + m, y0 - 0.5 - m, y1 + 0.5 + m)
 
 
-def render_tile(task: TileTask) -> np.ndarray:
-    """Expected counts of one tile (float64, electrons), shaped (1, 1, ny, nx)."""
+def render_tile(task: TileTask, view_sources: dict) -> np.ndarray:
+    """Expected counts of one tile (float64, electrons), shaped (1, 1, ny, nx), from
+    the sources of its view."""
     bounds = galsim.BoundsI(*task.bounds)
-    image = expected_counts(bounds, task.wcs, task.sources, psf_model(task.psf), task.exptime,
-                            task.backgrounds, task.margin)
+    image = expected_counts(bounds, task.wcs, task.sources(view_sources), psf_model(task.psf),
+                            task.exptime, task.backgrounds, task.margin)
     np.maximum(image, 0.0, out=image)  # Lanczos ringing can dip a hair below 0
     return image[None, None]
 
@@ -112,12 +124,11 @@ def counts_tile(expected: np.ndarray, task: TileTask) -> np.ndarray:
 
 @dataclass
 class Survey:
-    """The prepared survey: views, catalog and per-view sources."""
+    """The prepared survey: its views and its sky."""
 
     config: Config
     views: list[SCAView]
-    catalog: object  # astropy Table
-    sources: list[dict]
+    sky: Sky
 
     @property
     def exposures(self):
@@ -137,11 +148,13 @@ def footprint_pixels(views: list[SCAView], margin_deg: float, nside: int) -> np.
 
 
 def load_catalog(config: Config, views: list[SCAView]):
-    """The run's catalog: the configured file (of a partitioned one, the pixels the
-    footprint touches), or a synthetic sky over the footprint (one cap, or the
-    HEALPix pixels it touches)."""
+    """The whole catalog the footprint sees, in one table (in this process): the
+    configured file (of a partitioned one, the pixels the footprint touches), or
+    the synthetic sky over the footprint (one cap, or the HEALPix pixels it
+    touches).  A run never builds it: each (exposure, SCA) task reads what its
+    window needs (:class:`~romandask.scene.sources.Sky`), the same rows."""
     filters = sorted({e.filter for e in config.survey.exposures})
-    margin_deg = (config.scene.margin + 2) * 0.12 / 3600.0
+    margin_deg = margin_radius_deg(config.scene.margin)
     if config.catalog.file is not None:
         if config.catalog.file.is_dir():
             from .scene.healpix import PartitionedCatalog
@@ -165,20 +178,16 @@ def load_catalog(config: Config, views: list[SCAView]):
 
 
 def prepare(config: Config, say: Callable[[str], None] = lambda s: None) -> Survey:
-    """Footprint, catalog and per-view source selection (all on the driver)."""
+    """The footprint and the sky (on the driver; the sources are cut on the workers)."""
     t0 = time.perf_counter()
     for note in config.notes:
         say(note)
     views = footprint(config)
     say(f"footprint: {len(config.survey.exposures)} exposures x {len(config.survey.scas)} "
         f"SCAs = {len(views)} images of {config.detector.window}^2 pixels")
-    catalog = load_catalog(config, views)
-    index = CatalogIndex(catalog)
-    sources = [select_sources(v, index, config.scene.margin) for v in views]
-    nsel = sum(len(s["id"]) for s in sources)
-    say(f"catalog: {len(catalog)} sources, {nsel} (exposure, SCA, source) renderings "
-        f"[{time.perf_counter() - t0:.1f} s]")
-    return Survey(config, views, catalog, sources)
+    sky = Sky.from_config(config, views)
+    say(f"sky: {sky.describe()} [{time.perf_counter() - t0:.1f} s]")
+    return Survey(config, views, sky)
 
 
 def sky_backgrounds(view: SCAView, config: Config) -> Backgrounds:
@@ -217,7 +226,7 @@ def tile_tasks(survey: Survey) -> dict[tuple[int, int, int, int], TileTask]:
     cfg = survey.config
     margin, window, tile = cfg.scene.margin, cfg.detector.window, cfg.detector.tile
     tasks = {}
-    for k, (view, sources) in enumerate(zip(survey.views, survey.sources)):
+    for k, view in enumerate(survey.views):
         ie, isca = divmod(k, len(survey.scas))
         b = view.bounds
         psf_key = psf_key_for(view, cfg)
@@ -225,13 +234,32 @@ def tile_tasks(survey: Survey) -> dict[tuple[int, int, int, int], TileTask]:
         ys, xs = tile_edges(b.ymin, window, tile), tile_edges(b.xmin, window, tile)
         for ty, (y0, y1) in enumerate(ys):
             for tx, (x0, x1) in enumerate(xs):
-                local = in_region(sources, x0 - 0.5 - margin, x1 + 0.5 + margin,
-                                  y0 - 0.5 - margin, y1 + 0.5 + margin)
                 tasks[ie, isca, ty, tx] = TileTask(
                     cfg.seed, view.exposure.id, view.sca, ty * len(xs) + tx, (x0, x1, y0, y1),
                     view.wcs, view.exposure.exposure_time, backgrounds, psf_key, margin,
-                    cfg.scene.poisson, local)
+                    cfg.scene.poisson)
     return tasks
+
+
+def selection_name(survey: Survey) -> str:
+    """The name of the selection layer: one task per (exposure, SCA) returning its
+    sources (:meth:`~romandask.scene.sources.Sky.select`)."""
+    return "select-" + tokenize(__version__, repr(survey.config), survey.sky)
+
+
+def selection_layer(survey: Survey, needs: Needs | None = None):
+    """The selection tasks, keyed ``(name, exposure index, SCA index)``."""
+    name = selection_name(survey)
+    nsca = len(survey.scas)
+    graph = {(name, *divmod(k, nsca)): (select_task, survey.sky, view)
+             for k, view in enumerate(survey.views)}
+    with _annotated(needs, "select"):
+        return name, MaterializedLayer(graph)
+
+
+def select_task(sky: Sky, view: SCAView) -> dict[str, np.ndarray]:
+    """The sources of one (exposure, SCA) (on its worker)."""
+    return sky.select(view)
 
 
 def _annotated(needs: Needs | None, kind: str):
@@ -262,12 +290,17 @@ def _tile_chunks(survey: Survey) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 
 def expected_cube(survey: Survey, tasks: dict, needs: Needs | None = None) -> da.Array:
-    """Expected counts (exposure, sca, y, x), float64: one GalSim task per tile."""
+    """Expected counts (exposure, sca, y, x), float64: one GalSim task per tile, from
+    its (exposure, SCA)'s selection."""
     name = "expected-" + tokenize(__version__, repr(survey.config))
-    graph = {(name, *key): (render_tile, task) for key, task in tasks.items()}
+    sname, selection = selection_layer(survey, needs)
+    graph = {(name, *key): (render_tile, task, (sname, *key[:2])) for key, task in tasks.items()}
     cy, cx = _tile_chunks(survey)
     chunks = ((1,) * len(survey.exposures), (1,) * len(survey.scas), cy, cx)
-    return _graph_array(name, graph, chunks, np.float64, needs=needs, kind="render")
+    with _annotated(needs, "render"):
+        rendered = MaterializedLayer(graph)
+    hlg = HighLevelGraph({sname: selection, name: rendered}, {sname: set(), name: {sname}})
+    return da.Array(hlg, name, chunks, dtype=np.float64)
 
 
 def counts_cube(expected: da.Array, tasks: dict, needs: Needs | None = None) -> da.Array:
@@ -524,26 +557,15 @@ def _l2_part(result: np.ndarray, index: int) -> np.ndarray:
     return (part.astype(np.uint32) if index == 4 else part.astype(np.float32))[None, None]
 
 
-def truth_rows(truth: dict[str, np.ndarray]) -> dict[tuple[int, int], np.ndarray]:
-    """The rows of each (exposure id, SCA) in the truth table, in table order (O(N log N))."""
-    order = np.lexsort((truth["sca"], truth["exposure"]))  # stable: table order kept
-    exposure, sca = truth["exposure"][order], truth["sca"][order]
-    cuts = np.flatnonzero((np.diff(exposure) != 0) | (np.diff(sca) != 0)) + 1
-    return {(int(exposure[a]), int(sca[a])): order[a:b]
-            for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(order)]) if b > a}
-
-
-def truth_table(survey: Survey) -> dict[str, np.ndarray]:
-    """Truth of every (exposure, SCA, source): 0-based window x, y; flux in electrons."""
-    parts = []
-    for view, src in zip(survey.views, survey.sources):
-        n = len(src["id"])
-        x, y = view.to_array(src["x"], src["y"])
-        parts.append({"exposure": np.full(n, view.exposure.id, np.int64),
-                      "sca": np.full(n, view.sca, np.int64),
-                      "id": src["id"], "ra": src["ra"], "dec": src["dec"], "x": x, "y": y,
-                      "flux": src["flux"], "type": src["type"]})
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+def image_truth(view: SCAView, sources: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Truth of one (exposure, SCA)'s sources: 0-based window x, y; flux in electrons
+    (the columns of the store's truth group, :data:`romandask.store.TRUTH_ATTRS`)."""
+    n = len(sources["id"])
+    x, y = view.to_array(sources["x"], sources["y"])
+    return {"exposure": np.full(n, view.exposure.id, np.int64),
+            "sca": np.full(n, view.sca, np.int64),
+            "id": sources["id"], "ra": sources["ra"], "dec": sources["dec"], "x": x, "y": y,
+            "flux": sources["flux"], "type": sources["type"]}
 
 
 # --------------------------------------------------------------------------
@@ -662,9 +684,24 @@ def fits_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: Det
                          fits_cards(view.exposure.filter, view.sca, fitter), layout)
 
 
-def _after(written, task: Callable, *args):
-    """Call ``task`` once ``written`` (Dask dependencies, e.g. store chunks) is done."""
-    return task(*args)
+def _write_file(written, sources: dict, task: Callable, store_path: Path, ie: int, isca: int,
+                view: SCAView, det: DetectorConfig, seed: int, visit: dict, directory: Path):
+    """Write one file of an (exposure, SCA) once ``written`` (its store chunks) is
+    done, with the truth of its ``sources``."""
+    return task(store_path, ie, isca, view, det, seed, image_truth(view, sources), visit,
+                directory)
+
+
+def finish_image(progress: Progress, ie: int, isca: int, view: SCAView, sources: dict | None,
+                 *written) -> int:
+    """After everything in ``written``: write the (exposure, SCA)'s truth rows (of its
+    ``sources``; None: no truth product) and mark it done.  Returns its rows."""
+    if sources is None:
+        progress.mark(ie, isca)
+        return 0
+    progress.write_truth(ie, isca, image_truth(view, sources))
+    progress.mark(ie, isca)
+    return len(sources["id"])
 
 
 #: The products made through the store (a cluster and the survey's graph).
@@ -675,11 +712,11 @@ _FILE_DIRS = {"fits": "l2"}
 FILE_SUFFIXES = {"l1": "_uncal.asdf", "l2": "_cal.asdf", "fits": "_cal_asdf_to.fits"}
 
 
-def product_tasks(survey: Survey, ds: xr.Dataset, truth: dict, partial: Path,
-                  progress: Progress, pending: list[tuple[int, int]],
-                  needs: Needs | None = None) -> list[Delayed]:
+def product_tasks(survey: Survey, ds: xr.Dataset, partial: Path, progress: Progress,
+                  pending: list[tuple[int, int]], needs: Needs | None = None) -> list[Delayed]:
     """One Delayed per pending (exposure, SCA): its store chunks, then its L1 and L2
-    files (read back from those chunks), then its progress marker."""
+    files (read back from those chunks), then its truth rows and progress marker
+    (:func:`finish_image`; the Delayed's value is its number of truth rows)."""
     from .export import visits_metadata
 
     cfg = survey.config
@@ -698,24 +735,26 @@ def product_tasks(survey: Survey, ds: xr.Dataset, truth: dict, partial: Path,
                if kind in products]
     files, marks = {}, {}
     visits = visits_metadata(survey.exposures)
-    rows = truth_rows(truth)
+    sname, selection = selection_layer(survey, needs)
+    truth = "truth" in products
     for ie, isca in pending:
         view = survey.views[ie * len(survey.scas) + isca]
         writes = write_keys.get((ie, isca), [])
-        mine = rows.get((view.exposure.id, view.sca), np.zeros(0, np.int64))
-        subset = {name: values[mine] for name, values in truth.items()}
         visit = visits[view.exposure.id]
         keys = []
         for k, (kind, task) in enumerate(writers):
             keys.append((files_name, ie, isca, k))
-            files[keys[-1]] = (_after, writes, task, partial, ie, isca, view, cfg.detector,
-                               cfg.seed, subset, visit, paths[_FILE_DIRS.get(kind, kind)])
-        marks[(mark_name, ie, isca)] = (progress.mark, ie, isca, writes, keys)
+            files[keys[-1]] = (_write_file, writes, (sname, ie, isca), task, partial, ie, isca,
+                               view, cfg.detector, cfg.seed, visit,
+                               paths[_FILE_DIRS.get(kind, kind)])
+        marks[(mark_name, ie, isca)] = (finish_image, progress, ie, isca, view,
+                                        (sname, ie, isca) if truth else None, writes, keys)
     with _annotated(needs, "files"):
         files_layer = MaterializedLayer(files)
-    layers = {**graph.layers, files_name: files_layer, mark_name: MaterializedLayer(marks)}
-    dependencies = {**graph.dependencies, files_name: {write_layer},
-                    mark_name: {write_layer, files_name}}
+    layers = {sname: selection, **graph.layers, files_name: files_layer,
+              mark_name: MaterializedLayer(marks)}
+    dependencies = {sname: set(), **graph.dependencies, files_name: {write_layer, sname},
+                    mark_name: {write_layer, files_name, sname}}
     hlg = HighLevelGraph(layers, dependencies)
     return [Delayed(key, hlg, layer=mark_name) for key in marks]
 
@@ -895,17 +934,14 @@ def simulate(survey: Survey, client, needs: Needs | None, progress: Progress, re
         # the run's own store: what killed writers left (the complete models stay)
         remove_partial_entries(config.output.directory / MODEL_STORE_NAME)
     pending = [es for es in everything if es not in done]
-    truth = truth_table(survey)
     ds, stages, ntiles = survey_dataset(survey, needs)
     if not resume:
         store.create(ds, partial)
-        if "truth" in products:
-            store.write_group(store.truth_dataset(truth), partial, "truth")
         progress.start(config)
     if pending:
         t0 = time.perf_counter()
         before = psf_cache_stats(client)
-        jobs = product_tasks(survey, ds, truth, partial, progress, pending, needs)
+        jobs = product_tasks(survey, ds, partial, progress, pending, needs)
         files = ", ".join(k.upper() for k in FILE_SUFFIXES if k in products)
         say(f"simulating {' and '.join(stages)}: {ntiles} tiles"
             + (f"; writing {files} files" if files else ""))
@@ -914,6 +950,9 @@ def simulate(survey: Survey, client, needs: Needs | None, progress: Progress, re
             f"{time.perf_counter() - t0:.1f} s")
         say((psf_cache_stats(client) - before).line()
             + ("" if client is None else " on the workers"))
+    if "truth" in products:
+        nrows = write_truth(survey, partial, progress, client, needs)
+        say(f"truth: {nrows} rows")
     written = {}
     for kind in FILE_SUFFIXES:
         if kind in products:
@@ -923,6 +962,44 @@ def simulate(survey: Survey, client, needs: Needs | None, progress: Progress, re
             what = "FITS" if kind == "fits" else "ASDF"
             say(f"{kind.upper()}: {len(written[kind])} {what} files in {directory}")
     return written
+
+
+def write_truth(survey: Survey, partial: Path, progress: Progress, client,
+                needs: Needs | None = None) -> int:
+    """The store's truth group, from the (exposure, SCA) pieces in ``progress``: the
+    group's skeleton here, then one task per chunk of rows gathers them (on the
+    workers).  Returns the number of rows."""
+    from .cluster import compute
+
+    images = [(ie, isca) for ie in range(len(survey.exposures))
+              for isca in range(len(survey.scas))]
+    pieces = [progress.truth_piece(ie, isca) for ie, isca in images]
+    sizes = np.array([store.piece_rows(p) for p in pieces], np.int64)
+    group = partial / "truth"
+    if group.exists():  # an interrupted run's: written again whole
+        shutil.rmtree(group)
+    chunks = store.write_truth_skeleton(partial, int(sizes.sum()))
+    with _annotated(needs, "write"):
+        jobs = [dask.delayed(store.write_truth_chunk, pure=True)(str(group), start, parts)
+                for start, parts in chunks_of_pieces(pieces, sizes, chunks)]
+    if jobs:
+        compute(jobs, client, False)
+    return int(sizes.sum())
+
+
+def chunks_of_pieces(pieces: list[Path], sizes: np.ndarray, chunk: int):
+    """For each chunk of ``chunk`` rows of the concatenated pieces: its first row and
+    its parts ``(piece, first row, stop row)``, in order."""
+    ends = np.cumsum(sizes)
+    starts = ends - sizes
+    total = int(ends[-1]) if len(ends) else 0
+    for lo in range(0, total, chunk):
+        hi = min(lo + chunk, total)
+        first = int(np.searchsorted(ends, lo, side="right"))
+        last = int(np.searchsorted(starts, hi, side="left"))
+        parts = [(str(pieces[k]), int(max(lo - starts[k], 0)), int(min(hi, ends[k]) - starts[k]))
+                 for k in range(first, last) if sizes[k]]
+        yield lo, parts
 
 
 def psf_cache_stats(client):

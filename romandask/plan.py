@@ -36,6 +36,8 @@ FITS_PLANES = {"gen_cal_image": 3, "romandask": 5}
 _MEASURE_SIDE = 256
 #: At most this many sources are drawn to time the per-source cost.
 _MEASURE_SOURCES = 40
+#: Images whose sources ``plan`` cuts to count (or estimate) the renderings.
+SAMPLE_IMAGES = 100
 
 
 @dataclass
@@ -46,9 +48,8 @@ class Cost:
     sources_timed: int
 
 
-def measure_cost(tasks: list[TileTask]) -> Cost:
-    """Time the pieces of a counts task on the busiest tile of the survey."""
-    busiest = max(tasks, key=lambda t: len(t.sources["x"]))
+def measure_cost(busiest: TileTask, sources: dict) -> Cost:
+    """Time the pieces of a counts task on a tile (``sources``: those reaching it)."""
     xmin, xmax, ymin, ymax = busiest.bounds
     xmax, ymax = min(xmax, xmin + _MEASURE_SIDE - 1), min(ymax, ymin + _MEASURE_SIDE - 1)
     bounds = galsim.BoundsI(xmin, xmax, ymin, ymax)
@@ -59,13 +60,13 @@ def measure_cost(tasks: list[TileTask]) -> Cost:
     psf = psf_model(busiest.psf)
     t_psf = time.thread_time() - t0
 
-    empty = {k: v[:0] for k, v in busiest.sources.items()}
+    empty = {k: v[:0] for k, v in sources.items()}
     t0 = time.thread_time()
     render_counts(bounds, busiest.wcs, empty, psf, busiest.exptime, busiest.backgrounds, rng,
                   busiest.margin)
     t_pix = (time.thread_time() - t0) / npix
 
-    some = {k: v[:_MEASURE_SOURCES] for k, v in busiest.sources.items()}
+    some = {k: v[:_MEASURE_SOURCES] for k, v in sources.items()}
     n = len(some["x"])
     t_src = 0.0
     if n:
@@ -128,19 +129,19 @@ def _sub_survey(survey: Survey, nexp: int, nsca: int) -> Survey:
     ns = len(cfg.survey.scas)
     keep = [ie * ns + isca for ie in range(nexp) for isca in range(nsca)]
     return Survey(dataclasses.replace(cfg, survey=sub), [survey.views[k] for k in keep],
-                  survey.catalog, [survey.sources[k] for k in keep])
+                  survey.sky)
 
 
 def graph_size(survey: Survey) -> int:
     """Tasks of the graph ``run`` builds for every image of ``survey`` (built, never run)."""
-    from .pipeline import product_tasks, survey_dataset, truth_table
+    from .pipeline import product_tasks, survey_dataset
     from .resume import Progress
 
     ds, _, _ = survey_dataset(survey)
     pending = [(ie, isca) for ie in range(len(survey.exposures))
                for isca in range(len(survey.scas))]
     nowhere = Path("/nonexistent")
-    jobs = product_tasks(survey, ds, truth_table(survey), nowhere, Progress(nowhere), pending)
+    jobs = product_tasks(survey, ds, nowhere, Progress(nowhere), pending)
     return len(jobs[0].__dask_graph__())
 
 
@@ -168,20 +169,62 @@ def graph_tasks(survey: Survey) -> tuple[int, int, int]:
     return per_image, per_sca, one - per_image - per_sca
 
 
-def catalog_pixel_lines(catalog) -> list[str]:
-    """The catalog's sources per HEALPix pixel of the synthetic sky's partition."""
+def sample_images(n: int, k: int = SAMPLE_IMAGES) -> list[int]:
+    """At most ``k`` of ``n`` images, evenly spaced over the survey (all if n <= k)."""
+    if n <= k:
+        return list(range(n))
+    return sorted(set(np.linspace(0, n - 1, k).round().astype(int).tolist()))
+
+
+def pixel_count_line(counts: np.ndarray, nside: int, what: str) -> str:
+    """The sources per HEALPix pixel, in one line."""
     import hpgeom
 
-    from .scene.healpix import SKY_NSIDE
+    area = hpgeom.nside_to_pixel_area(nside)
+    return (f"  per HEALPix pixel (nside {nside}, {area:.4f} deg^2, {what}): median "
+            f"{int(np.median(counts))}, max {int(counts.max())} sources")
 
-    if len(catalog) == 0:
+
+def catalog_lines(survey: Survey, sampled: list[int]) -> list[str]:
+    """The catalog's size: rows (counted, or estimated from the ``sampled`` images'
+    pixels) and sources per HEALPix pixel."""
+    import hpgeom
+
+    from .pipeline import footprint_pixels
+    from .scene.healpix import SKY_NSIDE
+    from .scene.select import margin_radius_deg
+
+    sky = survey.sky
+    if not survey.views:
         return []
-    pixels = hpgeom.angle_to_pixel(SKY_NSIDE, np.asarray(catalog["ra"], float) % 360.0,
-                                   np.asarray(catalog["dec"], float))
-    _, counts = np.unique(pixels, return_counts=True)
-    area = hpgeom.nside_to_pixel_area(SKY_NSIDE)
-    return [f"  per HEALPix pixel (nside {SKY_NSIDE}, {area:.4f} deg^2, {len(counts)} pixels): "
-            f"median {int(np.median(counts))}, max {int(counts.max())} sources"]
+    if not sky.partitioned:  # one file, or one cap drawn whole (here, for the plan)
+        ra, dec = sky.positions(survey.views)
+        what = (f"in {sky.path}" if sky.kind == "file" else
+                f"synthetic, in one cap of radius {sky.cap[2]:.4f} deg (drawn whole by "
+                f"each worker)")
+        lines = [f"catalog: {len(ra)} sources {what}"]
+        if len(ra):
+            pixels = hpgeom.angle_to_pixel(SKY_NSIDE, ra % 360.0, dec)
+            counts = np.unique(pixels, return_counts=True)[1]
+            lines.append(pixel_count_line(counts, SKY_NSIDE, f"{len(counts)} pixels"))
+        return lines
+    touched = footprint_pixels(survey.views, margin_radius_deg(sky.margin), sky.nside)
+    if sky.kind == "partitioned":
+        counts = np.array([sky.rows([p]) for p in touched])
+        counts = counts[counts > 0]
+        lines = [f"catalog: {int(counts.sum())} sources in the {len(counts)} pixels the "
+                 f"footprint touches (of {sky.path})"]
+        if len(counts):
+            lines.append(pixel_count_line(counts, sky.nside, f"{len(counts)} pixels"))
+        return lines
+    seen = np.unique(np.concatenate([sky.pixels(survey.views[k]) for k in sampled]))
+    counts = np.array([sky.rows([p]) for p in seen])
+    if len(seen) == len(touched):
+        head = f"catalog: {int(counts.sum())} synthetic sources in {len(touched)} pixels"
+    else:
+        head = (f"catalog: about {counts.mean() * len(touched):.0f} synthetic sources in "
+                f"{len(touched)} pixels (estimate from {len(seen)} pixels drawn here)")
+    return [head, pixel_count_line(counts, sky.nside, f"{len(seen)} pixels drawn")]
 
 
 def _human(n: float) -> str:
@@ -245,31 +288,46 @@ def region_lines(config) -> list[str]:
 
 
 def plan(survey: Survey, measure: bool = True, show_rows: int = 200) -> str:
-    """The plan as text."""
+    """The plan as text.
+
+    The sources of the rows shown and of :data:`SAMPLE_IMAGES` images spread over
+    the survey are cut here, as the run's tasks cut them; the survey's
+    renderings are their sum, or, for a larger survey, estimated from the
+    sample (and labelled so).
+    """
     cfg = survey.config
     tasks = tile_tasks(survey)
-    tiles_per_view = len(tasks) // max(len(survey.views), 1)
+    nviews = len(survey.views)
+    tiles_per_view = len(tasks) // max(nviews, 1)
+    sampled = sample_images(nviews)
+    shown = list(range(min(show_rows, nviews)))
+    selected = {k: survey.sky.select(survey.views[k]) for k in sorted(set(sampled + shown))}
     lines = []
     header = (f"{'exp':>5} {'sca':>3} {'filter':>6} {'MA':>4} {'t_exp[s]':>8} "
               f"{'ra_center':>11} {'dec_center':>11} {'sources':>8} {'tiles':>5}")
     lines += [header, "-" * len(header)]
-    rows = list(zip(survey.views, survey.sources))
-    for k, (view, src) in enumerate(rows):
-        if k == show_rows:
-            lines.append(f"... {len(rows) - show_rows} more (exposure, SCA) rows")
-            break
+    for k in shown:
+        view, src = survey.views[k], selected[k]
         ra, dec = view.center()
         e = view.exposure
         lines.append(f"{e.id:>5} {view.sca:>3} {e.filter:>6} {e.ma_table.label:>4} "
                      f"{e.exposure_time:>8.2f} {ra:>11.6f} {dec:>11.6f} {len(src['id']):>8} "
                      f"{tiles_per_view:>5}")
-    n_render = sum(len(s["id"]) for s in survey.sources)
+    if nviews > len(shown):
+        lines.append(f"... {nviews - len(shown)} more (exposure, SCA) rows")
+    per_image = [len(selected[k]["id"]) for k in sampled]
+    if len(sampled) == nviews:
+        n_render = int(sum(per_image))
+        renderings = f"{n_render} renderings"
+    else:
+        n_render = int(round(np.mean(per_image) * nviews))
+        renderings = (f"about {n_render} renderings (estimate from {len(sampled)} images "
+                      f"spread over the survey)")
     lines.append("")
-    lines.append(f"images: {len(survey.views)} ({len(survey.exposures)} exposures x "
+    lines.append(f"images: {nviews} ({len(survey.exposures)} exposures x "
                  f"{len(survey.scas)} SCAs), {cfg.detector.window} x {cfg.detector.window} "
-                 f"pixels, tiles of {cfg.detector.tile}")
-    lines.append(f"catalog: {len(survey.catalog)} sources; {n_render} renderings")
-    lines += catalog_pixel_lines(survey.catalog)
+                 f"pixels, tiles of {cfg.detector.tile}; {renderings}")
+    lines += catalog_lines(survey, sampled)
     per_image, per_sca, shared = graph_tasks(survey)
     n_tasks = per_image * len(survey.views) + per_sca * len(survey.scas) + shared
     lines.append(f"dask tasks: {n_tasks} ({per_image} per (exposure, SCA) image"
@@ -289,7 +347,9 @@ def plan(survey: Survey, measure: bool = True, show_rows: int = 200) -> str:
                      f"{_human(per_sca * len(survey.scas))} in {store} ({kept})")
     lines += region_lines(cfg)
     if measure and tasks:
-        cost = measure_cost(list(tasks.values()))
+        busiest = max(selected, key=lambda k: len(selected[k]["id"]))
+        task = tasks[(*divmod(busiest, len(survey.scas)), 0, 0)]
+        cost = measure_cost(task, task.sources(selected[busiest]))
         pixels = len(survey.views) * cfg.detector.window ** 2
         psf_models = len({(t.psf.sca, t.psf.filter) for t in tasks.values()})
         workers = cfg.cluster.n_workers

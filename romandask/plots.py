@@ -36,10 +36,9 @@ def _density_sample(survey, full_views):
     from .survey.footprint import footprint_cap
 
     cfg = survey.config
-    cat = survey.catalog
     if cfg.catalog.synthetic is None or cfg.detector.window >= 4088:
-        return (np.asarray(cat["ra"], float), np.asarray(cat["dec"], float),
-                "catalog sources per arcmin$^2$", None)
+        ra, dec = survey.sky.positions(full_views)
+        return ra, dec, "catalog sources per arcmin$^2$", None
     from . import rng
 
     syn = cfg.catalog.synthetic

@@ -7,6 +7,10 @@ A run in progress keeps ``romandask.progress/`` beside its partial store::
                     romandask version and the catalog file's checksum
     done/E-S        one empty file per finished (exposure index, SCA index):
                     its store chunks and its L1 and L2 files are all written
+    truth/E-S.npy   its rows of the truth table (a NumPy structured array,
+                    :data:`romandask.store.TRUTH_DTYPE`), written before its
+                    marker; the store's truth group is gathered from them
+                    once every (exposure, SCA) is done
 
 A marker is made only after everything it stands for is on disk, and every
 file is written under a temporary name and renamed, so a rerun that trusts
@@ -26,6 +30,8 @@ import hashlib
 import os
 import shutil
 from pathlib import Path
+
+import numpy as np
 
 from . import __version__
 from .config import ClusterConfig, Config
@@ -72,6 +78,7 @@ class Progress:
         """Begin a record (the fingerprint last: a record without one is not a run's)."""
         self.remove()
         (self.path / "done").mkdir(parents=True)
+        (self.path / "truth").mkdir()
         tmp = self.path / "fingerprint.partial"
         tmp.write_text(fingerprint(config))
         os.replace(tmp, self.path / "fingerprint")
@@ -91,6 +98,20 @@ class Progress:
         """Record (ie, isca) as finished; a Dask task after everything in ``written``."""
         (self.path / "done" / f"{ie}-{isca}").touch()
         return ie, isca
+
+    def truth_piece(self, ie: int, isca: int) -> Path:
+        """Where (ie, isca)'s rows of the truth table are kept."""
+        return self.path / "truth" / f"{ie}-{isca}.npy"
+
+    def write_truth(self, ie: int, isca: int, truth: dict) -> None:
+        """Keep (ie, isca)'s rows of the truth table (written whole, then renamed)."""
+        from .store import truth_records
+
+        path = self.truth_piece(ie, isca)
+        tmp = path.with_name(path.name + ".partial")
+        with open(tmp, "wb") as f:
+            np.save(f, truth_records(truth))
+        os.replace(tmp, path)
 
     def remove(self) -> None:
         if self.path.exists():

@@ -57,9 +57,12 @@ Chunks
 
 The store is written under a temporary name and renamed when complete, so a
 store with the final name is always whole.  Its skeleton (metadata,
-coordinates, truth) is written first; then one task per chunk writes that
-chunk (:func:`block_writes`), so that the chunks of one (exposure, SCA) can be
-written, and rewritten after an interruption, on their own.  Strings are
+coordinates) is written first; then one task per chunk writes that chunk
+(:func:`block_writes`), so that the chunks of one (exposure, SCA) can be
+written, and rewritten after an interruption, on their own.  The truth
+group comes last: each (exposure, SCA) keeps its rows in a piece
+(:data:`TRUTH_DTYPE`), and once all are done one task per chunk of
+:data:`TRUTH_ROWS` rows gathers them (:func:`write_truth_chunk`).  Strings are
 stored as zarr v3 variable-length strings.  Metadata are consolidated at the
 end.
 """
@@ -246,13 +249,14 @@ TRUTH_ATTRS = {
 }
 
 
-def truth_dataset(truth: dict[str, np.ndarray]) -> xr.Dataset:
-    """The truth table along ``source``, whose coordinate is the 0-based row."""
+def truth_dataset(truth: dict) -> xr.Dataset:
+    """The truth table along ``source``, whose coordinate is the 0-based row (columns
+    NumPy, or Dask for a skeleton)."""
     data = {}
     nrows = len(next(iter(truth.values())))
     chunks = (max(1, min(nrows, TRUTH_ROWS)),)
     for name, values in truth.items():
-        if values.dtype.kind in "UO":
+        if isinstance(values, np.ndarray) and values.dtype.kind in "UO":
             values = values.astype(_STRING)
         long_name, units = TRUTH_ATTRS[name]
         attrs = {"long_name": long_name, **({"units": units} if units else {})}
@@ -263,6 +267,61 @@ def truth_dataset(truth: dict[str, np.ndarray]) -> xr.Dataset:
     return xr.Dataset(data, coords={"source": source},
                       attrs={"pixel_convention":
                              "x, y: 0-based pixel centres of the simulated window"})
+
+
+#: The truth table's columns as stored in an (exposure, SCA)'s piece (``type``:
+#: at most 3 characters, ``PSF`` or ``SER``).
+TRUTH_DTYPE = np.dtype([("exposure", np.int64), ("sca", np.int64), ("id", np.int64),
+                        ("ra", np.float64), ("dec", np.float64), ("x", np.float64),
+                        ("y", np.float64), ("flux", np.float64), ("type", "U3")])
+
+
+def truth_records(truth: dict[str, np.ndarray]) -> np.ndarray:
+    """Truth columns as one structured array of :data:`TRUTH_DTYPE`."""
+    n = len(truth["id"])
+    out = np.empty(n, TRUTH_DTYPE)
+    for name in TRUTH_DTYPE.names:
+        out[name] = truth[name]
+    return out
+
+
+def piece_rows(path: Path) -> int:
+    """Rows of a truth piece (read from its header only)."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        shape, _, _ = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0(f))
+    return int(shape[0])
+
+
+def write_truth_skeleton(path: Path, nrows: int) -> int:
+    """Write the truth group's metadata and ``source`` coordinate for ``nrows``
+    rows (their values left to :func:`write_truth_chunk`); returns the rows per
+    chunk.  Zero rows: the whole (empty) group."""
+    chunk = max(1, min(nrows, TRUTH_ROWS))
+    if nrows == 0:
+        empty = {name: np.zeros(0, TRUTH_DTYPE[name]) for name in TRUTH_DTYPE.names}
+        write_group(truth_dataset(empty), path, "truth")
+        return chunk
+    dtypes = {name: _STRING if TRUTH_DTYPE[name].kind == "U" else TRUTH_DTYPE[name]
+              for name in TRUTH_DTYPE.names}
+    # Dask stand-ins of the columns: what their metadata need; never computed
+    stand_ins = {name: da.zeros(nrows, chunks=chunk, dtype=dtype)
+                 for name, dtype in dtypes.items()}
+    write_group(truth_dataset(stand_ins), path, "truth", compute=False)
+    return chunk
+
+
+def write_truth_chunk(group: str, start: int, parts: list[tuple[str, int, int]]) -> None:
+    """Write the truth rows from ``start`` on: the rows ``[a, b)`` of each piece in
+    ``parts``, in order (a whole chunk of the group)."""
+    rows = np.concatenate([np.load(p, mmap_mode="r")[a:b] for p, a, b in parts])
+    stop = start + len(rows)
+    for name in TRUTH_DTYPE.names:
+        values = rows[name]
+        if values.dtype.kind == "U":
+            values = values.astype(_STRING)
+        zarr.open_array(f"{group}/{name}", mode="r+")[start:stop] = values
 
 
 def data_chunks(ds: xr.Dataset) -> dict[str, int]:

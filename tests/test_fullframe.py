@@ -34,12 +34,13 @@ def test_full_sca_counts_cube(make_config):
     assert np.ptp(medians) < 0.05 * medians.mean()
     # the sources of the SCA are all in the truth table and their light is there
     survey = prepare(config)
+    sources = survey.sky.select(survey.views[0])
     truth = xr.open_zarr(config.output.directory / store.STORE_NAME, group="truth")
-    assert truth.sizes["source"] == len(survey.sources[0]["id"])
+    assert truth.sizes["source"] == len(sources["id"])
     # light closure: counts minus the noiseless background equal the sources' flux,
     # between that of the sources wholly inside and that of all of them
     view = survey.views[0]
-    empty = {k: v[:0] for k, v in survey.sources[0].items()}
+    empty = {k: v[:0] for k, v in sources.items()}
     background = expected_counts(view.bounds, view.wcs, empty, None,
                                  view.exposure.exposure_time, sky_backgrounds(view, config))
     excess = counts.sum(dtype=np.float64) - background.sum()

@@ -10,8 +10,7 @@ from romandask import cli
 from romandask.cluster import dask_client, memory_budget, slurm_kwargs
 from romandask.config import ClusterConfig, SlurmConfig
 from romandask.memory import BASELINE, RESOURCE, needs
-from romandask.pipeline import (Survey, prepare, product_tasks, survey_dataset, task_needs,
-                                truth_table)
+from romandask.pipeline import Survey, prepare, product_tasks, survey_dataset, task_needs
 from romandask.resume import Progress
 
 
@@ -38,13 +37,14 @@ def test_every_heavy_layer_declares_its_need(make_config, tmp_path):
     survey: Survey = prepare(config)
     expected = task_needs(survey)
     ds, _, _ = survey_dataset(survey, expected)
-    jobs = product_tasks(survey, ds, truth_table(survey), tmp_path / "store",
+    jobs = product_tasks(survey, ds, tmp_path / "store",
                          Progress(tmp_path), [(0, 0), (1, 1)], expected)
     graph = jobs[0].__dask_graph__()
     declared = {}
     for name, layer in graph.layers.items():
         resources = (layer.annotations or {}).get("resources")
         declared[name.split("-")[0]] = resources[RESOURCE] if resources else None
+    assert declared["select"] == expected.select
     assert declared["expected"] == expected.render
     assert declared["counts"] == expected.counts
     assert declared["readout"] == expected.readout
@@ -56,7 +56,7 @@ def test_every_heavy_layer_declares_its_need(make_config, tmp_path):
     assert declared["mark"] is None  # bookkeeping declares nothing
     # without declarations, no layer carries resources
     ds, _, _ = survey_dataset(survey, None)
-    jobs = product_tasks(survey, ds, truth_table(survey), tmp_path / "store",
+    jobs = product_tasks(survey, ds, tmp_path / "store",
                          Progress(tmp_path), [(0, 0)], None)
     assert not any((layer.annotations or {}).get("resources")
                    for layer in jobs[0].__dask_graph__().layers.values())

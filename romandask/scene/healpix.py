@@ -272,19 +272,36 @@ class PartitionedCatalog:
             mine = mine.ravel()
         return np.array([p for p in mine if int(p) in self.counts], np.int64)
 
+    def read_pixel(self, pixel: int, filters: Iterable[str]) -> Table:
+        """The validated rows of one pixel the catalog has.
+
+        Each pixel's file must give its sources' ids: a pixel read on its own
+        cannot number its rows uniquely over the catalog.
+        """
+        path = self.directory / f"pixel_{int(pixel)}.parquet"
+        table = self._read_file(path)
+        if "id" not in table.colnames:
+            raise InputError(f"catalog {path}", "has no 'id' column",
+                             "give every source of a partitioned catalog an id (rewrite the "
+                             "directory with write_partitioned)")
+        return validate_catalog(table, filters, f"catalog {path}")
+
+    @staticmethod
+    def _read_file(path: Path) -> Table:
+        try:
+            return Table.read(path, format="parquet")
+        except Exception as exc:  # noqa: BLE001  (pyarrow raises many kinds)
+            raise InputError(f"catalog {path}", f"could not be read as Parquet "
+                             f"({type(exc).__name__})",
+                             "rewrite the directory with write_partitioned") from None
+
     def read(self, pixels: Iterable[int], filters: Iterable[str]) -> Table:
         """The validated rows of ``pixels`` (those the catalog has), in pixel order."""
         filters = _check_filter_names(filters)
         wanted = sorted(int(p) for p in set(int(p) for p in pixels) if int(p) in self.counts)
         tables = []
         for p in wanted:
-            path = self.directory / f"pixel_{p}.parquet"
-            try:
-                tables.append(Table.read(path, format="parquet"))
-            except Exception as exc:  # noqa: BLE001  (pyarrow raises many kinds)
-                raise InputError(f"catalog {path}", f"could not be read as Parquet "
-                                 f"({type(exc).__name__})",
-                                 "rewrite the directory with write_partitioned") from None
+            tables.append(self._read_file(self.directory / f"pixel_{p}.parquet"))
         if not tables:
             empty = Table.read(next(self.directory.glob("pixel_*.parquet")), format="parquet")
             return validate_catalog(empty[:0], filters, f"catalog {self.directory}")

@@ -13,6 +13,18 @@ from ..instrument.filters import electrons_per_maggie
 from ..survey.footprint import SCAView, unit_vectors
 
 
+#: An upper bound on the WFI pixel scale (0.11"), in arcsec, for sky cuts that
+#: must hold every source a pixel-space cut keeps.
+PIXEL_SCALE_BOUND = 0.12
+
+
+def margin_radius_deg(margin: int) -> float:
+    """How far (deg) beyond a window's corners a source within ``margin`` pixels of
+    the window may lie: the margin box's corners are ``margin`` pixels out along
+    both axes, sqrt(2) x ``margin`` (+2 pixels of slack) on the sky."""
+    return float(np.sqrt(2.0) * (margin + 2) * PIXEL_SCALE_BOUND / 3600.0)
+
+
 class CatalogIndex:
     """A catalog with its unit vectors and a HEALPix index, for repeated cone cuts.
 
@@ -77,8 +89,9 @@ def sources_in(wcs, bounds, index: CatalogIndex, margin: int, filter_name: str,
     b = bounds
     nx, ny = b.xmax - b.xmin + 1, b.ymax - b.ymin + 1
     centre = wcs.toWorld(b.true_center)
-    # Generous cone: the window's half-diagonal plus the margin, 0.12"/pix bound.
-    radius = (0.5 * np.hypot(nx, ny) + margin + 2) * 0.12 / 3600.0
+    # Generous cone: the half-diagonal of the window grown by the margin (and
+    # 2 pixels), at a bound on the pixel scale.
+    radius = 0.5 * np.hypot(nx + 2 * margin + 4, ny + 2 * margin + 4) * PIXEL_SCALE_BOUND / 3600.0
     rows = index.cone(centre.ra.deg % 360.0, centre.dec.deg, radius)
     cat = index.catalog
     ra = np.asarray(cat["ra"], float)[rows]
