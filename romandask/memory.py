@@ -15,6 +15,7 @@ task over its worker's RSS before it, on a full-frame run), with headroom.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from dask.utils import format_bytes, parse_bytes
@@ -41,6 +42,7 @@ class Needs:
     calibrate: int   # calibration and ramp fit of one frame tile with its halo
     write: int       # one store chunk
     files: int       # the L1 or L2 ASDF file of one (exposure, SCA)
+    image: int = 0   # all of one (exposure, SCA) in one task (windows of one tile), or 0
 
     def largest(self) -> tuple[str, int]:
         return max(vars(self).items(), key=lambda item: item[1])
@@ -50,19 +52,21 @@ class Needs:
 
 
 def needs(window: int, tile: int, frame_tile: int, cal_tile: int, nresultants: int,
-          cal_halo: int) -> Needs:
+          cal_halo: int, fused: bool = False) -> Needs:
     """Per-task needs for a run's geometry.
 
     ``tile``: rows (and columns) of a counts tile; ``frame_tile``: of an L1
     tile of the frame; ``cal_tile``: of a calibration tile (before its halo of
-    ``cal_halo`` pixels); ``nresultants``: the longest MA table's.
+    ``cal_halo`` pixels); ``nresultants``: the longest MA table's; ``fused``:
+    each (exposure, SCA) is one task, which runs the stages one after another
+    and holds their outputs: the largest stage's need plus those arrays.
     """
     n = nresultants
     frame = window + 8
     px_tile = tile * tile
     px_l1 = (frame_tile + 2) ** 2
     px_cal = (cal_tile + 2 * cal_halo) ** 2
-    return Needs(
+    stages = Needs(
         # the candidate pixels read or drawn (a few of ~13,000 sources each) and
         # the cut's temporaries
         select=64 * MIB,
@@ -88,6 +92,13 @@ def needs(window: int, tile: int, frame_tile: int, cal_tile: int, nresultants: i
         # a file's arrays, their copies in the model and its compressed blocks
         files=(n * frame * frame * 2 * 3 + window * window * 4 * 5 * 3) + 128 * MIB,
     )
+    if not fused:
+        return stages
+    # expected (float64) and counts (float32); resultants (uint16) and group DQ
+    # (uint8), and their copies grown by the halo; the L2 arrays
+    held = (window * window * 12 + 2 * n * (frame + 2 * cal_halo) ** 2 * 3
+            + window * window * 20)
+    return dataclasses.replace(stages, image=max(vars(stages).values()) + held)
 
 
 def worker_budget(memory_limit: int) -> int:

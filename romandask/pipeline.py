@@ -759,6 +759,166 @@ def product_tasks(survey: Survey, ds: xr.Dataset, partial: Path, progress: Progr
     return [Delayed(key, hlg, layer=mark_name) for key in marks]
 
 
+# --------------------------------------------------------------------------
+# one task per (exposure, SCA), for windows of one tile
+# --------------------------------------------------------------------------
+
+def fused(config: Config) -> bool:
+    """Whether each (exposure, SCA) is one task (:func:`image_task`): its frame is
+    one tile (the window fits in ``detector.tile``) and no exposure reads
+    another's (``detector.persistence`` off)."""
+    det = config.detector
+    return det.tile >= det.window and not det.persistence
+
+
+class ImageJob:
+    """What every (exposure, SCA) task of a run shares: small, and opaque to Dask
+    (a plain class, so that ``dask.delayed`` passes it as it is)."""
+
+    __slots__ = ("seed", "det", "options", "products", "sky", "nmax", "partial", "progress",
+                 "writers")
+
+    def __init__(self, survey: Survey, partial: Path, progress: Progress):
+        cfg = survey.config
+        self.seed, self.det, self.sky = cfg.seed, cfg.detector, survey.sky
+        self.options = cfg.calibration.options()
+        self.products = frozenset(cfg.output.products)
+        self.nmax = max(e.ma_table.nresultants for e in survey.exposures)
+        self.partial, self.progress = partial, progress
+        self.writers = file_writers(cfg)
+
+    def __getstate__(self):
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __setstate__(self, state):
+        for k, v in state.items():
+            setattr(self, k, v)
+
+
+class ImageSpec:
+    """One (exposure, SCA): its indices, view, counts tile and visit record."""
+
+    __slots__ = ("ie", "isca", "view", "tile", "visit")
+
+    def __init__(self, ie: int, isca: int, view: SCAView, tile: TileTask, visit: dict):
+        self.ie, self.isca, self.view, self.tile, self.visit = ie, isca, view, tile, visit
+
+    def __getstate__(self):
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __setstate__(self, state):
+        for k, v in state.items():
+            setattr(self, k, v)
+
+
+def file_writers(cfg: Config) -> list[tuple[str, Callable, Path]]:
+    """The run's file writers of one (exposure, SCA): (kind, task, directory)."""
+    fitter = cfg.calibration.fitter
+    paths = output_paths(cfg)
+    products = set(cfg.output.products)
+    return [(kind, task, paths[_FILE_DIRS.get(kind, kind)]) for kind, task in
+            (("l1", l1_file_task),
+             ("l2", functools.partial(l2_file_task, fitter=fitter)),
+             ("fits", functools.partial(fits_file_task, fitter=fitter,
+                                        layout=cfg.output.fits_layout)))
+            if kind in products]
+
+
+def image_blocks(spec: ImageSpec, job: ImageJob, sources: dict, model=None
+                 ) -> dict[str, np.ndarray]:
+    """The store chunks of one (exposure, SCA) whose frame is one tile: the stages of
+    the tiled graph (:func:`render_tile`, :func:`counts_tile`, :func:`l1_task`,
+    :func:`reference_task`, :func:`calibrate_task`) on the whole frame, each fed
+    what the tiled graph's padding and halos would give it (zeros beyond the
+    frame), so that the bytes are the same."""
+    from .calibrate.core import HALO, OUTPUTS
+
+    view, products = spec.view, job.products
+    blocks = {"fits_wcs": wcs_block(view)}
+    expected = render_tile(spec.tile, sources)
+    if "counts" in products:
+        blocks["counts"] = counts_tile(expected, spec.tile)
+    if not {"ramps", "l1", "l2"} & products:
+        return blocks
+    exp, det, seed = view.exposure, job.det, job.seed
+    window = det.window
+    frame = window + 2 * NBORDER
+    readout = readout_task(seed, exp.id, view.sca, det, exp.ma_table)
+    # the expected counts on the frame (zero on the reference border) and the
+    # one pixel beyond it that IPC reaches
+    pad = ((0, 0), (0, 0), (NBORDER + 1, NBORDER + 1), (NBORDER + 1, NBORDER + 1))
+    spec_l1 = L1Tile(seed, exp.id, view.sca, 0, (0, frame), (0, frame), window, exp.ma_table,
+                     job.nmax, None)
+    ramps, groupdq = l1_task(spec_l1, det, np.pad(expected, pad), readout, None, model)
+    amp33 = amp33_rows(readout, (0, frame), job.nmax)
+    blocks.update(ramps=ramps, groupdq=groupdq, amp33=amp33)
+    if "l2" not in products:
+        return blocks
+    ref_rows = np.concatenate([ramps[..., :NBORDER, :], ramps[..., frame - NBORDER:, :]], axis=3)
+    reference = reference_task(seed, view.sca, det, exp.ma_table, ref_rows, amp33, model)
+    halo = ((0, 0),) * 3 + ((HALO, HALO),) * 2
+    result = calibrate_task(seed, view.sca, det, exp.ma_table, job.options, (0, frame),
+                            (0, frame), view, np.pad(ramps, halo), np.pad(groupdq, halo),
+                            reference, model)
+    inner = slice(NBORDER, frame - NBORDER)
+    for index, var in enumerate(OUTPUTS):
+        blocks[f"l2_{var}"] = np.ascontiguousarray(_l2_part(result, index)[..., inner, inner])
+    return blocks
+
+
+def image_task(spec: ImageSpec, job: ImageJob, model=None) -> int:
+    """Everything of one (exposure, SCA), in one task: its sources, its store chunks,
+    its L1, L2 and FITS files, its truth rows and its progress marker.  Returns
+    its number of truth rows."""
+    ie, isca, view = spec.ie, spec.isca, spec.view
+    sources = job.sky.select(view)
+    for var, block in image_blocks(spec, job, sources, model).items():
+        region = (slice(ie, ie + 1), slice(isca, isca + 1)) + tuple(
+            slice(0, n) for n in block.shape[2:])
+        store.write_block(str(job.partial / var), region, block)
+    truth = image_truth(view, sources)
+    for _, task, directory in job.writers:
+        task(job.partial, ie, isca, view, job.det, job.seed, truth, spec.visit, directory)
+    return finish_image(job.progress, ie, isca, view,
+                        sources if "truth" in job.products else None)
+
+
+def image_tasks(survey: Survey, ds: xr.Dataset, partial: Path, progress: Progress,
+                pending: list[tuple[int, int]], needs: Needs | None = None) -> list[Delayed]:
+    """One ``dask.delayed`` task per pending (exposure, SCA) (:func:`image_task`),
+    after its SCA's detector model task (a synthetic model), with its memory
+    declared.  ``ds`` (the store's skeleton) is not needed: the tasks write the
+    store's chunks."""
+    from .export import visits_metadata
+
+    cfg = survey.config
+    job = ImageJob(survey, partial, progress)
+    token = tokenize(__version__, repr(cfg), str(partial))
+    store_path = model_store(cfg)
+    models = {}
+    if store_path is not None and {"ramps", "l1", "l2"} & job.products:
+        with _annotated(needs, "model"):
+            for isca in sorted({isca for _, isca in pending}):
+                models[isca] = dask.delayed(model_task)(
+                    cfg.seed, survey.scas[isca], cfg.detector, store_path,
+                    dask_key_name=f"detmodel-{token}-{isca}")
+    visits = visits_metadata(survey.exposures)
+    nsca = len(survey.scas)
+    jobs = []
+    with _annotated(needs, "image"):
+        for ie, isca in pending:
+            view = survey.views[ie * nsca + isca]
+            b = view.bounds
+            tile = TileTask(cfg.seed, view.exposure.id, view.sca, 0,
+                            (b.xmin, b.xmax, b.ymin, b.ymax), view.wcs,
+                            view.exposure.exposure_time, sky_backgrounds(view, cfg),
+                            psf_key_for(view, cfg), cfg.scene.margin, cfg.scene.poisson)
+            spec = ImageSpec(ie, isca, view, tile, visits[view.exposure.id])
+            jobs.append(dask.delayed(image_task)(spec, job, models.get(isca),
+                                                 dask_key_name=f"image-{token}-{ie}-{isca}"))
+    return jobs
+
+
 def task_needs(survey: Survey) -> Needs:
     """The memory each kind of the survey's tasks needs (:mod:`romandask.memory`)."""
     from .calibrate.core import HALO
@@ -770,7 +930,7 @@ def task_needs(survey: Survey) -> Needs:
                  frame_tile=max(b - a for a, b in frame_edges(det.window, det.tile)),
                  cal_tile=max(b - a for a, b in calibration_edges(det.window, det.tile)),
                  nresultants=max(e.ma_table.nresultants for e in survey.exposures),
-                 cal_halo=HALO)
+                 cal_halo=HALO, fused=fused(survey.config))
 
 
 def memory_declarations(survey: Survey, client, say: Callable[[str], None]) -> Needs | None:
@@ -889,8 +1049,15 @@ def clear_outputs(config: Config) -> None:
 def survey_dataset(survey: Survey, needs: Needs | None = None
                    ) -> tuple[xr.Dataset, list[str], int]:
     """The store's dataset (Dask cubes of the configured products), the stages it
-    runs and the number of counts tiles."""
+    runs and the number of counts tiles.
+
+    A survey of one task per (exposure, SCA) (:func:`fused`) gets stand-ins for
+    its cubes (their shapes, chunks and types: the store's skeleton), never
+    computed: its tasks write the chunks themselves (:func:`image_tasks`).
+    """
     config = survey.config
+    if fused(config):
+        return stand_in_dataset(survey)
     products = set(config.output.products)
     coords = store.exposure_coords(survey.views, survey.exposures, survey.scas)
     ds = xr.Dataset(coords=coords).merge(store.wcs_dataset(wcs_cube(survey)))
@@ -910,6 +1077,52 @@ def survey_dataset(survey: Survey, needs: Needs | None = None
             stages.append(f"L2 ({config.calibration.fitter} ramp fit)")
     ds.attrs.update(run_attrs(config))
     return ds, stages, len(tasks)
+
+
+def stages_of(config: Config) -> list[str]:
+    """The stages a run makes, in words."""
+    products = set(config.output.products)
+    stages = ["counts"] if "counts" in products else []
+    if {"ramps", "l1", "l2"} & products:
+        stages.append("L1 ramps")
+        if "l2" in products:
+            stages.append(f"L2 ({config.calibration.fitter} ramp fit)")
+    return stages
+
+
+def stand_in_dataset(survey: Survey) -> tuple[xr.Dataset, list[str], int]:
+    """:func:`survey_dataset` of a survey whose (exposure, SCA) tasks write their own
+    chunks: every cube a Dask stand-in (``da.empty``) of the store's chunks."""
+    from .calibrate.core import OUTPUTS
+
+    config = survey.config
+    products = set(config.output.products)
+    ne, ns = len(survey.exposures), len(survey.scas)
+    window = config.detector.window
+    frame = window + 2 * NBORDER
+    nmax = max(e.ma_table.nresultants for e in survey.exposures)
+    lead = ((1,) * ne, (1,) * ns)
+
+    def stand_in(*chunks_and_dtype):
+        *rest, dtype = chunks_and_dtype
+        chunks = lead + tuple((n,) for n in rest)
+        return da.empty(tuple(sum(c) for c in chunks), chunks=chunks, dtype=dtype)
+
+    coords = store.exposure_coords(survey.views, survey.exposures, survey.scas)
+    ds = xr.Dataset(coords=coords).merge(store.wcs_dataset(stand_in(np.dtypes.StringDType())))
+    if "counts" in products:
+        ds = ds.merge(store.counts_dataset(stand_in(window, window, np.float32)))
+    if {"ramps", "l1", "l2"} & products:
+        cubes = {"ramps": stand_in(nmax, frame, frame, np.uint16),
+                 "groupdq": stand_in(nmax, frame, frame, np.uint8),
+                 "amp33": stand_in(nmax, frame, CHANNEL_WIDTH, np.uint16)}
+        ds = ds.merge(store.ramps_dataset(cubes, survey.exposures))
+        if "l2" in products:
+            ds = ds.merge(store.l2_dataset(
+                {var: stand_in(window, window, np.uint32 if var == "dq" else np.float32)
+                 for var in OUTPUTS}))
+    ds.attrs.update(run_attrs(config))
+    return ds, stages_of(config), len(survey.views)
 
 
 def simulate(survey: Survey, client, needs: Needs | None, progress: Progress, resume: bool,
@@ -941,7 +1154,8 @@ def simulate(survey: Survey, client, needs: Needs | None, progress: Progress, re
     if pending:
         t0 = time.perf_counter()
         before = psf_cache_stats(client)
-        jobs = product_tasks(survey, ds, partial, progress, pending, needs)
+        jobs = (image_tasks if fused(config) else product_tasks)(
+            survey, ds, partial, progress, pending, needs)
         files = ", ".join(k.upper() for k in FILE_SUFFIXES if k in products)
         say(f"simulating {' and '.join(stages)}: {ntiles} tiles"
             + (f"; writing {files} files" if files else ""))

@@ -134,15 +134,19 @@ def _sub_survey(survey: Survey, nexp: int, nsca: int) -> Survey:
 
 def graph_size(survey: Survey) -> int:
     """Tasks of the graph ``run`` builds for every image of ``survey`` (built, never run)."""
-    from .pipeline import product_tasks, survey_dataset
+    from dask.highlevelgraph import HighLevelGraph
+
+    from .pipeline import fused, image_tasks, product_tasks, survey_dataset
     from .resume import Progress
 
     ds, _, _ = survey_dataset(survey)
     pending = [(ie, isca) for ie in range(len(survey.exposures))
                for isca in range(len(survey.scas))]
     nowhere = Path("/nonexistent")
-    jobs = product_tasks(survey, ds, nowhere, Progress(nowhere), pending)
-    return len(jobs[0].__dask_graph__())
+    build = image_tasks if fused(survey.config) else product_tasks
+    jobs = build(survey, ds, nowhere, Progress(nowhere), pending)
+    graphs = {id(g): g for g in (job.__dask_graph__() for job in jobs)}
+    return len(HighLevelGraph.merge(*graphs.values()))
 
 
 def graph_tasks(survey: Survey) -> tuple[int, int, int]:
