@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
+import galsim
+import galsim.roman
 import galsim.roman.roman_wcs as roman_wcs
 
 from romandask.config import Exposure
@@ -91,3 +93,29 @@ def test_full_focal_plane_spans_the_wfi():
     dec = np.concatenate([v.corners()[1] for v in views])
     span = max(angular_distance(ra[i], dec[i], ra, dec).max() for i in range(len(ra)))
     assert 0.75 < span < 1.0
+
+
+@pytest.mark.parametrize("ra, dec, pa", [(9.7, -44.0, 0.0), (250.3, 61.2, 143.5),
+                                         (0.01, -89.5, -75.0)])
+def test_exposure_wcs_is_galsims_value_for_value(ra, dec, pa):
+    """The WCS made from plain cards is GalSim's own, every parameter equal, and
+    carries no header."""
+    import pickle
+
+    exposure = _exposure(ra, dec, pa)
+    mine = exposure_wcs(exposure, tuple(range(1, 19)))
+    world = galsim.CelestialCoord(ra * galsim.degrees, dec * galsim.degrees)
+    theirs = galsim.roman.getWCS(world, PA=pa * galsim.degrees, date=DATE)
+    assert roman_wcs.FitsHeader is galsim.FitsHeader  # put back
+    for sca in range(1, 19):
+        a, b = mine[sca], theirs[sca]
+        assert a == b and a.wcs_type == b.wcs_type == "TAN-SIP"
+        for name in ("crpix", "cd", "ab"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+        assert (a.center.ra.rad, a.center.dec.rad) == (b.center.ra.rad, b.center.dec.rad)
+        assert a.abp is None and b.abp is None
+        x, y = np.array([1.0, 2044.5, 4088.0]), np.array([4088.0, 17.0, 1.0])
+        np.testing.assert_array_equal(a.toWorld(x, y, units="deg"),
+                                      b.toWorld(x, y, units="deg"))
+        assert not hasattr(a, "header") and hasattr(b, "header")
+        assert len(pickle.dumps(a)) < len(pickle.dumps(b)) / 5

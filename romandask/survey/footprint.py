@@ -7,6 +7,13 @@ from north through east, in degrees (GalSim's ``PA`` with ``PA_is_FPA=False``;
 the focal-plane Y axis is then at ``pa + 120`` deg).  The pointing ``ra, dec``
 is the WFI centre.
 
+GalSim builds each SCA's WCS from a list of FITS cards, through an astropy
+header that it then reads back: most of the ~40-70 ms an exposure costs,
+and ~100 kB kept on every WCS (and sent with every task that carries one).
+:func:`exposure_wcs` has ``getWCS`` read the same cards from a plain mapping
+instead (the WCS it makes is the same, value for value: tested) and keeps
+no header on the WCS.
+
 Pixel coordinates: GalSim's WCS works in 1-based FITS coordinates of the full
 4088 x 4088 science array (pixel centres at integers 1..4088).  A run with
 ``detector.window: N`` simulates the central N x N pixels: science pixels
@@ -17,6 +24,8 @@ simulated window: ``x_array = x_galsim - (x0 + 1)``.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -33,12 +42,45 @@ def window_bounds(window: int) -> galsim.BoundsI:
     return galsim.BoundsI(x0 + 1, x0 + window, x0 + 1, x0 + window)
 
 
+class _Cards(dict):
+    """FITS cards as ``GSFitsWCS`` reads them (keyword -> value), made from the
+    ``(keyword, value[, comment])`` list ``galsim.FitsHeader`` would be given."""
+
+    def __init__(self, header=(), **_):
+        super().__init__((card[0], card[1]) for card in header)
+
+
+_PLAIN_CARDS = threading.Lock()
+
+
+@contextlib.contextmanager
+def _plain_cards():
+    """GalSim's Roman WCS made from a :class:`_Cards` mapping, not an astropy header."""
+    from galsim.roman import roman_wcs
+
+    with _PLAIN_CARDS:
+        if not hasattr(roman_wcs, "FitsHeader"):  # another GalSim: as it is
+            yield
+            return
+        real = roman_wcs.FitsHeader
+        roman_wcs.FitsHeader = _Cards
+        try:
+            yield
+        finally:
+            roman_wcs.FitsHeader = real
+
+
 @lru_cache(maxsize=64)
 def exposure_wcs(exposure: Exposure, scas: tuple[int, ...]) -> dict[int, galsim.GSFitsWCS]:
-    """GalSim WCS of each SCA of one exposure (cached: exposures are immutable)."""
+    """GalSim WCS of each SCA of one exposure (cached: exposures are immutable):
+    ``galsim.roman.getWCS``'s, without the header it keeps beside each."""
     world = galsim.CelestialCoord(exposure.ra * galsim.degrees, exposure.dec * galsim.degrees)
-    return galsim.roman.getWCS(world, PA=exposure.pa * galsim.degrees,
-                               date=exposure.start_time, SCAs=list(scas))
+    with _plain_cards():
+        wcs = galsim.roman.getWCS(world, PA=exposure.pa * galsim.degrees,
+                                  date=exposure.start_time, SCAs=list(scas))
+    for sca_wcs in wcs.values():
+        sca_wcs.__dict__.pop("header", None)
+    return wcs
 
 
 @dataclass(frozen=True)
