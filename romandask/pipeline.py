@@ -27,6 +27,11 @@
 8. the truth group: one task per chunk of its rows gathers them from the
    (exposure, SCA) pieces into the store.
 
+Where an (exposure, SCA)'s frame is one tile (its window fits in
+``detector.tile``) and persistence is off, steps 3-7 of it are one task
+instead (:func:`image_task`, built with ``dask.delayed``): the same stages
+on the same arrays, the same bytes, one task per image for the scheduler.
+
 The driver holds the footprint and the graph; sources, pixels and truth
 exist only inside tasks and in the store.
 """

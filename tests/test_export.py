@@ -13,6 +13,7 @@ import warnings
 import asdf
 import astropy.units as u
 import galsim
+import galsim.roman
 import numpy as np
 import pytest
 import roman_datamodels.datamodels as rdm
@@ -255,7 +256,11 @@ def test_v_frame_is_consistent_with_the_detector_axes(make_config, sca):
     # the detector +y axis lies at V3IdlYAngle from V3, on the far side: exactly
     # for GalSim's nominal orientation, to the skew of the CD matrix locally
     expected = wcsinfo.roll_ref + 180 + export.V3_IDEAL_Y_ANGLE
-    assert angle_between(view.wcs.header["ORIENTAT"], expected) < 0.01
+    # GalSim's own header of the SCA records the orientation it built it with
+    world = galsim.CelestialCoord(9.70 * galsim.degrees, -44.0 * galsim.degrees)
+    header = galsim.roman.getWCS(world, PA=37.0 * galsim.degrees, date=view.exposure.start_time,
+                                 SCAs=[sca])[sca].header
+    assert angle_between(header["ORIENTAT"], expected) < 0.01
     c = (4088 + 1) / 2
     centre = view.wcs.toWorld(galsim.PositionD(c, c))
     up = view.wcs.toWorld(galsim.PositionD(c, c + 50))
