@@ -726,18 +726,11 @@ def product_tasks(survey: Survey, ds: xr.Dataset, partial: Path, progress: Progr
 
     cfg = survey.config
     products = set(cfg.output.products)
-    paths = output_paths(cfg)
+    writers = file_writers(cfg)
     graph, write_layer, write_keys = store.block_writes(
         ds, partial, needs.annotation("write") if needs else None)
     token = tokenize(write_layer, pending)
     files_name, mark_name = "files-" + token, "mark-" + token
-    fitter = cfg.calibration.fitter
-    writers = [(kind, task) for kind, task in
-               (("l1", l1_file_task),
-                ("l2", functools.partial(l2_file_task, fitter=fitter)),
-                ("fits", functools.partial(fits_file_task, fitter=fitter,
-                                           layout=cfg.output.fits_layout)))
-               if kind in products]
     files, marks = {}, {}
     visits = visits_metadata(survey.exposures)
     sname, selection = selection_layer(survey, needs)
@@ -747,11 +740,10 @@ def product_tasks(survey: Survey, ds: xr.Dataset, partial: Path, progress: Progr
         writes = write_keys.get((ie, isca), [])
         visit = visits[view.exposure.id]
         keys = []
-        for k, (kind, task) in enumerate(writers):
+        for k, (_, task, directory) in enumerate(writers):
             keys.append((files_name, ie, isca, k))
             files[keys[-1]] = (_write_file, writes, (sname, ie, isca), task, partial, ie, isca,
-                               view, cfg.detector, cfg.seed, visit,
-                               paths[_FILE_DIRS.get(kind, kind)])
+                               view, cfg.detector, cfg.seed, visit, directory)
         marks[(mark_name, ie, isca)] = (finish_image, progress, ie, isca, view,
                                         (sname, ie, isca) if truth else None, writes, keys)
     with _annotated(needs, "files"):
@@ -776,9 +768,22 @@ def fused(config: Config) -> bool:
     return det.tile >= det.window and not det.persistence
 
 
-class ImageJob:
-    """What every (exposure, SCA) task of a run shares: small, and opaque to Dask
-    (a plain class, so that ``dask.delayed`` passes it as it is)."""
+class _Opaque:
+    """A plain class with slots, which ``dask.delayed`` passes to its task as it is
+    (a dataclass it would take apart and rebuild in the task)."""
+
+    __slots__ = ()
+
+    def __getstate__(self):
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __setstate__(self, state):
+        for k, v in state.items():
+            setattr(self, k, v)
+
+
+class ImageJob(_Opaque):
+    """What every (exposure, SCA) task of a run shares (small)."""
 
     __slots__ = ("seed", "det", "options", "products", "sky", "nmax", "partial", "progress",
                  "writers")
@@ -792,28 +797,14 @@ class ImageJob:
         self.partial, self.progress = partial, progress
         self.writers = file_writers(cfg)
 
-    def __getstate__(self):
-        return {k: getattr(self, k) for k in self.__slots__}
 
-    def __setstate__(self, state):
-        for k, v in state.items():
-            setattr(self, k, v)
-
-
-class ImageSpec:
+class ImageSpec(_Opaque):
     """One (exposure, SCA): its indices, view, counts tile and visit record."""
 
     __slots__ = ("ie", "isca", "view", "tile", "visit")
 
     def __init__(self, ie: int, isca: int, view: SCAView, tile: TileTask, visit: dict):
         self.ie, self.isca, self.view, self.tile, self.visit = ie, isca, view, tile, visit
-
-    def __getstate__(self):
-        return {k: getattr(self, k) for k in self.__slots__}
-
-    def __setstate__(self, state):
-        for k, v in state.items():
-            setattr(self, k, v)
 
 
 def file_writers(cfg: Config) -> list[tuple[str, Callable, Path]]:
