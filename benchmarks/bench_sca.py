@@ -128,7 +128,7 @@ def instrumented(timers: Timers):
                                    ("readout_task", "readout"), ("l1_task", "l1_tiles"),
                                    ("reference_task", "refpix"), ("model_task", "model"),
                                    ("calibrate_task", "cal_tiles"),
-                                   ("l1_file_task", "l1_file"), ("l2_file_task", "l2_file"),
+                                   ("l1_file", "l1_file"), ("l2_file", "l2_file"),
                                    ("psf_model", "psf"))]
     patches.append((store, "write_block", timers.wrap("store_write", store.write_block)))
     patches.append((core, "fit_ramp", timers.wrap("fit", core.fit_ramp)))

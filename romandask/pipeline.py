@@ -622,25 +622,48 @@ def file_record(det: DetectorConfig, seed: int, fits_wcs: str) -> dict:
     return {"detector": detector_record(det, seed), "fits_wcs": fits_wcs}
 
 
-def l1_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: DetectorConfig,
-                 seed: int, truth: dict, visit: dict, directory: Path) -> Path:
-    """Write the L1 ASDF file of one (exposure, SCA) from its chunks in the store."""
+#: What each file of an (exposure, SCA) takes of its store chunks (beside ``fits_wcs``).
+FILE_READS = {"l1": ("ramps", "amp33", "groupdq"),
+              "l2": ("l2_data", "l2_err", "l2_var_poisson", "l2_var_rnoise", "l2_dq", "ramps",
+                     "amp33"),
+              "fits": ("l2_data", "l2_err", "l2_var_poisson", "l2_var_rnoise", "l2_dq")}
+
+
+def image_arrays(store_path: Path, ie: int, isca: int, names) -> dict:
+    """The store's chunks of one (exposure, SCA), as NumPy: the ``names`` cubes (their
+    real resultants only) and the window's ``fits_wcs`` header text."""
+    ds = xr.open_zarr(store_path, consolidated=False, chunks=None)  # NumPy, not Dask
+    nres = int(ds["nresultants"][ie]) if "nresultants" in ds.coords else 0
+    out = {"fits_wcs": str(ds["fits_wcs"][ie, isca].values)}
+    for name in names:
+        var = ds[name][ie, isca]
+        out[name] = (var[:nres] if "resultant" in var.dims else var).values
+    return out
+
+
+def block_arrays(blocks: dict[str, np.ndarray], nres: int, names) -> dict:
+    """:func:`image_arrays` of the chunks an (exposure, SCA) task holds."""
+    out = {"fits_wcs": str(blocks["fits_wcs"][0, 0])}
+    for name in names:
+        block = blocks[name][0, 0]
+        out[name] = block[:nres] if name in ("ramps", "amp33", "groupdq") else block
+    return out
+
+
+def l1_file(arrays: dict, view: SCAView, det: DetectorConfig, seed: int, truth: dict,
+            visit: dict, directory: Path) -> Path:
+    """Write the L1 ASDF file of one (exposure, SCA) from its arrays
+    (:data:`FILE_READS`)."""
     from .export import write_l1
 
-    ds = xr.open_zarr(store_path, consolidated=False, chunks=None)  # NumPy, not Dask
-    nres = int(ds["nresultants"][ie])
-    data = ds["ramps"][ie, isca, :nres].values
-    amp33 = ds["amp33"][ie, isca, :nres].values
-    dq = ds["groupdq"][ie, isca, :nres].values
-    record = file_record(det, seed, str(ds["fits_wcs"][ie, isca].values))
-    return write_l1(directory, data, amp33, view.exposure, view, det.window, truth, visit,
-                    resultantdq=dq, sim_extra=record)
+    record = file_record(det, seed, arrays["fits_wcs"])
+    return write_l1(directory, arrays["ramps"], arrays["amp33"], view.exposure, view,
+                    det.window, truth, visit, resultantdq=arrays["groupdq"], sim_extra=record)
 
 
-def l2_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: DetectorConfig,
-                 seed: int, truth: dict, visit: dict, directory: Path,
-                 fitter: str = DEFAULT_FITTER) -> Path:
-    """Write the L2 ASDF file of one (exposure, SCA) from its chunks in the store.
+def l2_file(arrays: dict, view: SCAView, det: DetectorConfig, seed: int, truth: dict,
+            visit: dict, directory: Path, fitter: str = DEFAULT_FITTER) -> Path:
+    """Write the L2 ASDF file of one (exposure, SCA) from its arrays.
 
     Its ``romandask`` record says how it was calibrated (detector model,
     fitter, reference gain, rates per nominal pixel), for source injection.
@@ -650,19 +673,16 @@ def l2_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: Detec
                          sim_record, write_asdf)
     from .wcs import gwcs_from_galsim
 
-    ds = xr.open_zarr(store_path, consolidated=False, chunks=None)  # NumPy, not Dask
-    nres = int(ds["nresultants"][ie])
-    arrays = {name: ds[f"l2_{name}"][ie, isca].values for name in OUTPUTS}
     gain = detector_model(det, seed, view.sca).reference_gain()
     sim = {**sim_record(view, det.window, truth, level="L2"),
-           **file_record(det, seed, str(ds["fits_wcs"][ie, isca].values)),
+           **file_record(det, seed, arrays["fits_wcs"]),
            **calibration_record(fitter, gain)}
     origin = (view.bounds.xmin - 1, view.bounds.ymin - 1)
     n = det.window
-    l2 = l2_model(arrays, l1_meta(view.exposure, view, visit),
+    l2 = l2_model({name: arrays[f"l2_{name}"] for name in OUTPUTS},
+                  l1_meta(view.exposure, view, visit),
                   gwcs_from_galsim(view.wcs, origin, shape=(n, n)),
-                  l1_data=ds["ramps"][ie, isca, :nres].values,
-                  amp33=ds["amp33"][ie, isca, :nres].values,
+                  l1_data=arrays["ramps"], amp33=arrays["amp33"],
                   photometry=photometry_meta(view.exposure.filter, gain),
                   sim=sim, filename=l2_filename(view.exposure, view.sca),
                   validate=False)  # write_asdf validates what it writes
@@ -671,30 +691,29 @@ def l2_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: Detec
     return path
 
 
-def fits_file_task(store_path: Path, ie: int, isca: int, view: SCAView, det: DetectorConfig,
-                   seed: int, truth: dict, visit: dict, directory: Path,
-                   fitter: str = DEFAULT_FITTER, layout: str = "gen_cal_image") -> Path:
-    """Write the FITS companion of one (exposure, SCA)'s L2 file from the store:
+def fits_file(arrays: dict, view: SCAView, det: DetectorConfig, seed: int, truth: dict,
+              visit: dict, directory: Path, fitter: str = DEFAULT_FITTER,
+              layout: str = "gen_cal_image") -> Path:
+    """Write the FITS companion of one (exposure, SCA)'s L2 file from its arrays:
     ``<L2 name without .asdf>_asdf_to.fits`` beside it, in ``layout``
     (:func:`romandask.export.write_l2_fits`)."""
     from .calibrate.core import OUTPUTS
     from .export import fits_cards, fits_companion, l2_filename, write_l2_fits
     from .wcs import fits_header_from_galsim
 
-    ds = xr.open_zarr(store_path, consolidated=False, chunks=None)  # NumPy, not Dask
-    arrays = {name: ds[f"l2_{name}"][ie, isca].values for name in OUTPUTS}
     header = fits_header_from_galsim(view.wcs, (view.bounds.xmin - 1, view.bounds.ymin - 1))
     path = fits_companion(directory / l2_filename(view.exposure, view.sca))
-    return write_l2_fits(path, arrays, header,
+    return write_l2_fits(path, {name: arrays[f"l2_{name}"] for name in OUTPUTS}, header,
                          fits_cards(view.exposure.filter, view.sca, fitter), layout)
 
 
-def _write_file(written, sources: dict, task: Callable, store_path: Path, ie: int, isca: int,
-                view: SCAView, det: DetectorConfig, seed: int, visit: dict, directory: Path):
-    """Write one file of an (exposure, SCA) once ``written`` (its store chunks) is
-    done, with the truth of its ``sources``."""
-    return task(store_path, ie, isca, view, det, seed, image_truth(view, sources), visit,
-                directory)
+def _write_file(written, sources: dict, kind: str, task: Callable, store_path: Path, ie: int,
+                isca: int, view: SCAView, det: DetectorConfig, seed: int, visit: dict,
+                directory: Path):
+    """Write one file of an (exposure, SCA) from its chunks in the store, once
+    ``written`` (those chunks) is done, with the truth of its ``sources``."""
+    return task(image_arrays(store_path, ie, isca, FILE_READS[kind]), view, det, seed,
+                image_truth(view, sources), visit, directory)
 
 
 def finish_image(progress: Progress, ie: int, isca: int, view: SCAView, sources: dict | None,
@@ -740,10 +759,10 @@ def product_tasks(survey: Survey, ds: xr.Dataset, partial: Path, progress: Progr
         writes = write_keys.get((ie, isca), [])
         visit = visits[view.exposure.id]
         keys = []
-        for k, (_, task, directory) in enumerate(writers):
+        for k, (kind, task, directory) in enumerate(writers):
             keys.append((files_name, ie, isca, k))
-            files[keys[-1]] = (_write_file, writes, (sname, ie, isca), task, partial, ie, isca,
-                               view, cfg.detector, cfg.seed, visit, directory)
+            files[keys[-1]] = (_write_file, writes, (sname, ie, isca), kind, task, partial, ie,
+                               isca, view, cfg.detector, cfg.seed, visit, directory)
         marks[(mark_name, ie, isca)] = (finish_image, progress, ie, isca, view,
                                         (sname, ie, isca) if truth else None, writes, keys)
     with _annotated(needs, "files"):
@@ -813,9 +832,9 @@ def file_writers(cfg: Config) -> list[tuple[str, Callable, Path]]:
     paths = output_paths(cfg)
     products = set(cfg.output.products)
     return [(kind, task, paths[_FILE_DIRS.get(kind, kind)]) for kind, task in
-            (("l1", l1_file_task),
-             ("l2", functools.partial(l2_file_task, fitter=fitter)),
-             ("fits", functools.partial(fits_file_task, fitter=fitter,
+            (("l1", l1_file),
+             ("l2", functools.partial(l2_file, fitter=fitter)),
+             ("fits", functools.partial(fits_file, fitter=fitter,
                                         layout=cfg.output.fits_layout)))
             if kind in products]
 
@@ -868,13 +887,16 @@ def image_task(spec: ImageSpec, job: ImageJob, model=None) -> int:
     its number of truth rows."""
     ie, isca, view = spec.ie, spec.isca, spec.view
     sources = job.sky.select(view)
-    for var, block in image_blocks(spec, job, sources, model).items():
+    blocks = image_blocks(spec, job, sources, model)
+    for var, block in blocks.items():
         region = (slice(ie, ie + 1), slice(isca, isca + 1)) + tuple(
             slice(0, n) for n in block.shape[2:])
         store.write_block(str(job.partial / var), region, block)
     truth = image_truth(view, sources)
-    for _, task, directory in job.writers:
-        task(job.partial, ie, isca, view, job.det, job.seed, truth, spec.visit, directory)
+    nres = view.exposure.ma_table.nresultants
+    for kind, task, directory in job.writers:  # from the chunks in hand: the same arrays
+        task(block_arrays(blocks, nres, FILE_READS[kind]), view, job.det, job.seed, truth,
+             spec.visit, directory)
     return finish_image(job.progress, ie, isca, view,
                         sources if "truth" in job.products else None)
 

@@ -168,3 +168,24 @@ def test_partitioned_pixels_need_ids(tmp_path):
     table.write(parts / f"pixel_{pixel}.parquet", overwrite=True)
     with pytest.raises(InputError, match="has no 'id' column"):
         PartitionedCatalog(parts).read_pixel(pixel, ["F158"])
+
+
+def test_partitioned_pixel_without_a_flux_column_is_refused_before_the_run(make_config,
+                                                                           tmp_path, capsys):
+    from romandask.scene.catalog import synthesize_catalog
+    from romandask.scene.healpix import PartitionedCatalog, write_partitioned
+
+    cat = synthesize_catalog(9.70, -44.0, 0.5, np.random.default_rng(1))
+    parts = write_partitioned(cat, tmp_path / "parts", 64)
+    config, path = make_config({"catalog": {"synthetic": None, "file": str(parts)}})
+    survey = prepare(config)
+    pixel = int(survey.sky.pixels(survey.views[0])[0])
+    assert pixel in PartitionedCatalog(parts).counts
+    table = Table.read(parts / f"pixel_{pixel}.parquet")
+    del table["F158"]
+    table.write(parts / f"pixel_{pixel}.parquet", overwrite=True)
+    capsys.readouterr()
+    assert cli.main(["run", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"pixel_{pixel}.parquet" in err and "F158" in err
+    assert not config.output.directory.exists()

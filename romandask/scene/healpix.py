@@ -272,6 +272,30 @@ class PartitionedCatalog:
             mine = mine.ravel()
         return np.array([p for p in mine if int(p) in self.counts], np.int64)
 
+    def check_columns(self, pixels: Iterable[int], filters: Iterable[str]) -> None:
+        """Refuse (InputError) a file among ``pixels`` that lacks a column a run
+        needs: read from the files' Parquet footers only, so that a run can check
+        before it starts (their values are checked as each pixel is read)."""
+        import pyarrow.parquet as pq
+
+        from .catalog import REQUIRED_COLUMNS
+
+        needed = ("id", *REQUIRED_COLUMNS, *_check_filter_names(filters))
+        for p in sorted({int(p) for p in pixels} & set(self.counts)):
+            path = self.directory / f"pixel_{p}.parquet"
+            try:
+                names = set(pq.read_schema(path).names)
+            except Exception as exc:  # noqa: BLE001  (pyarrow raises many kinds)
+                raise InputError(f"catalog {path}", f"could not be read as Parquet "
+                                 f"({type(exc).__name__})",
+                                 "rewrite the directory with write_partitioned") from None
+            missing = [c for c in needed if c not in names]
+            if missing:
+                raise InputError(f"catalog {path}", f"has no column(s) {', '.join(missing)}",
+                                 "give every pixel file the catalog columns, an id and a "
+                                 "flux column per simulated filter (rewrite the directory "
+                                 "with write_partitioned)")
+
     def read_pixel(self, pixel: int, filters: Iterable[str]) -> Table:
         """The validated rows of one pixel the catalog has.
 

@@ -73,7 +73,9 @@ class Sky:
         """The sky of ``config``; ``views`` (the footprint) only for the cap's extent.
 
         A catalog file is read and validated here once, so that a bad catalog
-        is refused before a run starts; a partitioned catalog's index is read.
+        is refused before a run starts; of a partitioned catalog, the index and
+        the columns of the pixel files the footprint needs (their values are
+        checked as each task reads them).
         """
         from .catalog import read_catalog
 
@@ -84,8 +86,12 @@ class Sky:
             if path.is_dir():
                 from .healpix import PartitionedCatalog
 
-                return cls("partitioned", filters, margin, path=str(path),
-                           nside=PartitionedCatalog(path).nside)
+                catalog = PartitionedCatalog(path)
+                sky = cls("partitioned", filters, margin, path=str(path), nside=catalog.nside)
+                # the columns of every pixel file the run reads, before it starts
+                catalog.check_columns(np.unique(np.concatenate(
+                    [sky.pixels(v) for v in views])) if views else [], filters)
+                return sky
             read_catalog(path, filters)  # refused here, not on a worker
             return cls("file", filters, margin, path=str(path))
         syn = config.catalog.synthetic
