@@ -203,10 +203,10 @@ def catalog_lines(survey: Survey, sampled: list[int]) -> list[str]:
         return []
     if not sky.partitioned:  # one file, or one cap drawn whole (here, for the plan)
         ra, dec = sky.positions(survey.views)
-        what = (f"in {sky.path}" if sky.kind == "file" else
-                f"synthetic, in one cap of radius {sky.cap[2]:.4f} deg (drawn whole by "
-                f"each worker)")
-        lines = [f"catalog: {len(ra)} sources {what}"]
+        what = (f"sources in {sky.path}" if sky.kind == "file" else
+                f"synthetic sources in one cap of radius {sky.cap[2]:.4f} deg (drawn whole "
+                f"by each worker)")
+        lines = [f"catalog: {len(ra)} {what}"]
         if len(ra):
             pixels = hpgeom.angle_to_pixel(SKY_NSIDE, ra % 360.0, dec)
             counts = np.unique(pixels, return_counts=True)[1]
@@ -334,10 +334,13 @@ def plan(survey: Survey, measure: bool = True, show_rows: int = 200) -> str:
     lines += catalog_lines(survey, sampled)
     per_image, per_sca, shared = graph_tasks(survey)
     n_tasks = per_image * len(survey.views) + per_sca * len(survey.scas) + shared
+    from .pipeline import fused
+
+    what = ("each image one task, all of its stages" if fused(cfg) else
+            f"{len(tasks)} of them render counts tiles")
     lines.append(f"dask tasks: {n_tasks} ({per_image} per (exposure, SCA) image"
                  + (f", {per_sca} per SCA" if per_sca else "")
-                 + (f", {shared} shared" if shared else "") + "; "
-                 f"{len(tasks)} of them render counts tiles)")
+                 + (f", {shared} shared" if shared else "") + f"; {what})")
     sizes = product_bytes(survey, n_render)
     for name, nbytes in sizes.items():
         lines.append(f"  {name}: {_human(nbytes)}")
