@@ -24,6 +24,7 @@ partitioned and HEALPix skies, and each pixel's rows keep theirs.
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -70,7 +71,8 @@ class Sky:
 
     @classmethod
     def from_config(cls, config, views) -> Sky:
-        """The sky of ``config``; ``views`` (the footprint) only for the cap's extent.
+        """The sky of ``config``; ``views`` (the footprint) for the cap's extent and the
+        pixel files a partitioned catalog's run reads.
 
         A catalog file is read and validated here once, so that a bad catalog
         is refused before a run starts; of a partitioned catalog, the index and
@@ -151,7 +153,12 @@ class Sky:
     # -- what one process reads or draws, once -----------------------------
 
     def _whole(self) -> CatalogIndex:
-        return _whole_index(self)
+        # a file is read again when it changes (a long-lived process, a notebook)
+        stamp = None
+        if self.kind == "file":
+            stat = os.stat(self.path)
+            stamp = (stat.st_mtime_ns, stat.st_size)
+        return _whole_index(self, stamp)
 
     def pixel_index(self, pixel: int) -> CatalogIndex | None:
         """The indexed rows of one pixel (None: a partitioned catalog without it)."""
@@ -191,11 +198,7 @@ class Sky:
         if not self.partitioned:
             catalog = self._whole().catalog
             return np.asarray(catalog["ra"], float), np.asarray(catalog["dec"], float)
-        from .healpix import pixels_near
-
-        pixels = np.unique(np.concatenate(
-            [pixels_near(*v.corners(), margin_radius_deg(self.margin), self.nside)
-             for v in views])) if views else []
+        pixels = np.unique(np.concatenate([self.pixels(v) for v in views])) if views else []
         found = [index for index in (self.pixel_index(int(p)) for p in pixels)
                  if index is not None]
         ra = [np.asarray(index.catalog["ra"], float) for index in found]
@@ -239,7 +242,7 @@ def _index_bytes(index: CatalogIndex) -> int:
 
 
 @functools.lru_cache(maxsize=2)
-def _whole_index(sky: Sky) -> CatalogIndex:
+def _whole_index(sky: Sky, stamp) -> CatalogIndex:
     """A whole catalog file, or the synthetic cap, indexed (once per process)."""
     if sky.kind == "file":
         from .catalog import read_catalog
