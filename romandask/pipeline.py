@@ -1081,20 +1081,16 @@ def survey_dataset(survey: Survey, needs: Needs | None = None
     ds = xr.Dataset(coords=coords).merge(store.wcs_dataset(wcs_cube(survey)))
     tasks = tile_tasks(survey)
     expected = expected_cube(survey, tasks, needs)
-    stages = []
     if "counts" in products:
         ds = ds.merge(store.counts_dataset(counts_cube(expected, tasks, needs)))
-        stages.append("counts")
     if {"ramps", "l1", "l2"} & products:
         cubes = ramp_cubes(survey, expected, needs)
         # the L2 files take their reference-pixel arrays from the stored ramps
         ds = ds.merge(store.ramps_dataset(cubes, survey.exposures))
-        stages.append("L1 ramps")
         if "l2" in products:
             ds = ds.merge(store.l2_dataset(l2_cubes(survey, cubes, needs)))
-            stages.append(f"L2 ({config.calibration.fitter} ramp fit)")
     ds.attrs.update(run_attrs(config))
-    return ds, stages, len(tasks)
+    return ds, stages_of(config), len(tasks)
 
 
 def stages_of(config: Config) -> list[str]:
