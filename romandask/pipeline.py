@@ -41,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import operator
 import shutil
 import time
 from dataclasses import dataclass
@@ -56,7 +55,6 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 from dask.delayed import Delayed
-from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from . import __version__, rng, store
 from .config import DEFAULT_FITTER, Config, DetectorConfig, exposure_gaps
@@ -226,65 +224,97 @@ def tile_edges(window_lo: int, window: int, tile: int) -> list[tuple[int, int]]:
             for s in range(0, window, tile)]
 
 
+def view_tiles(view: SCAView, config: Config) -> dict[tuple[int, int], TileTask]:
+    """The counts tiles of one (exposure, SCA), keyed (tile row, tile column)."""
+    margin, window, tile = config.scene.margin, config.detector.window, config.detector.tile
+    b = view.bounds
+    psf_key = psf_key_for(view, config)
+    backgrounds = sky_backgrounds(view, config)
+    ys, xs = tile_edges(b.ymin, window, tile), tile_edges(b.xmin, window, tile)
+    return {(ty, tx): TileTask(config.seed, view.exposure.id, view.sca, ty * len(xs) + tx,
+                               (x0, x1, y0, y1), view.wcs, view.exposure.exposure_time,
+                               backgrounds, psf_key, margin, config.scene.poisson)
+            for ty, (y0, y1) in enumerate(ys) for tx, (x0, x1) in enumerate(xs)}
+
+
 def tile_tasks(survey: Survey) -> dict[tuple[int, int, int, int], TileTask]:
     """One TileTask per (exposure index, SCA index, tile row, tile column)."""
-    cfg = survey.config
-    margin, window, tile = cfg.scene.margin, cfg.detector.window, cfg.detector.tile
-    tasks = {}
-    for k, view in enumerate(survey.views):
-        ie, isca = divmod(k, len(survey.scas))
-        b = view.bounds
-        psf_key = psf_key_for(view, cfg)
-        backgrounds = sky_backgrounds(view, cfg)
-        ys, xs = tile_edges(b.ymin, window, tile), tile_edges(b.xmin, window, tile)
-        for ty, (y0, y1) in enumerate(ys):
-            for tx, (x0, x1) in enumerate(xs):
-                tasks[ie, isca, ty, tx] = TileTask(
-                    cfg.seed, view.exposure.id, view.sca, ty * len(xs) + tx, (x0, x1, y0, y1),
-                    view.wcs, view.exposure.exposure_time, backgrounds, psf_key, margin,
-                    cfg.scene.poisson)
-    return tasks
-
-
-def selection_name(survey: Survey) -> str:
-    """The name of the selection layer: one task per (exposure, SCA) returning its
-    sources (:meth:`~romandask.scene.sources.Sky.select`)."""
-    return "select-" + tokenize(__version__, repr(survey.config), survey.sky)
-
-
-def selection_layer(survey: Survey, needs: Needs | None = None):
-    """The selection tasks, keyed ``(name, exposure index, SCA index)``."""
-    name = selection_name(survey)
     nsca = len(survey.scas)
-    graph = {(name, *divmod(k, nsca)): (select_task, survey.sky, view)
-             for k, view in enumerate(survey.views)}
-    with _annotated(needs, "select"):
-        return name, MaterializedLayer(graph)
+    return {(*divmod(k, nsca), *rc): task for k, view in enumerate(survey.views)
+            for rc, task in view_tiles(view, survey.config).items()}
 
 
-def select_task(sky: Sky, view: SCAView) -> dict[str, np.ndarray]:
-    """The sources of one (exposure, SCA) (on its worker)."""
-    return sky.select(view)
-
+# --------------------------------------------------------------------------
+# the graph of stages: Dask arrays, one task per chunk (da.blockwise)
+# --------------------------------------------------------------------------
+#
+# Each stage is a ``da.blockwise`` over the survey's (exposure, SCA) axes and
+# its tiles.  What a stage's task needs to know of its chunk (its view, its
+# tile's bounds, its SCA) comes from object arrays with one object per chunk
+# (:func:`_objects`); per-(exposure, SCA) results that are not pixels (the
+# sources, the readout's correlated noise, the reference correction, the
+# detector model) are object arrays too, one object per chunk, which
+# ``blockwise`` hands to every tile of their (exposure, SCA) or SCA.  The
+# memory each stage's tasks need is declared on its layer (``dask.annotate``).
 
 def _annotated(needs: Needs | None, kind: str):
     """Declare the memory a layer's tasks need (``needs`` None: no declaration)."""
     return dask.annotate(**needs.annotation(kind)) if needs else contextlib.nullcontext()
 
 
-def _graph_array(name: str, graph: dict, chunks, dtype, dependencies=(),
-                 needs: Needs | None = None, kind: str = "") -> da.Array:
-    with _annotated(needs, kind):
-        hlg = HighLevelGraph.from_collections(name, graph, dependencies=dependencies)
-    return da.Array(hlg, name, chunks, dtype=dtype)
+def _objects(name: str, items: np.ndarray) -> da.Array:
+    """A Dask array of Python objects (``items``), one per chunk."""
+    return da.from_array(items, chunks=1, name=name, asarray=False)
 
 
-def _layer(name: str, graph: dict, dependencies=(), needs: Needs | None = None,
-           kind: str = "") -> Delayed:
-    """A layer of tasks as a collection other layers can depend on."""
+def _object_grid(shape: tuple[int, ...], items: dict) -> np.ndarray:
+    """A NumPy object array of ``shape`` holding ``items`` ({index: object})."""
+    grid = np.empty(shape, dtype=object)
+    for index, item in items.items():
+        grid[index] = item
+    return grid
+
+
+def _one(item) -> np.ndarray:
+    """``item`` as the one element of an object chunk."""
+    out = np.empty((1,), dtype=object)
+    out[0] = item
+    return out
+
+
+def _stage(func: Callable, name: str, out_ind: str, *args, dtype, needs: Needs | None = None,
+           kind: str = "", **kwargs) -> da.Array:
+    """One task of ``func`` per output chunk (``da.blockwise``; chunks matched by
+    their block index, not their sizes), its memory declared as ``kind``'s."""
+    meta = np.empty((0,) * len(out_ind), dtype=dtype)
     with _annotated(needs, kind):
-        hlg = HighLevelGraph.from_collections(name, graph, dependencies=dependencies)
-    return Delayed(next(iter(graph)), hlg, layer=name)
+        return da.blockwise(func, out_ind, *args, name=name, meta=meta, align_arrays=False,
+                            concatenate=True, **kwargs)
+
+
+def views_array(survey: Survey) -> da.Array:
+    """The survey's SCAViews, (exposure, sca), one per chunk."""
+    ne, ns = len(survey.exposures), len(survey.scas)
+    grid = _object_grid((ne, ns), {divmod(k, ns): v for k, v in enumerate(survey.views)})
+    return _objects("views-" + survey_token(survey), grid)
+
+
+def survey_token(survey: Survey) -> str:
+    """A token of what the survey's tasks compute (the config and the version)."""
+    return tokenize(__version__, repr(survey.config))
+
+
+def selection(survey: Survey, needs: Needs | None = None) -> da.Array:
+    """The sources of each (exposure, SCA) (:meth:`~romandask.scene.sources.Sky.select`),
+    an object array (exposure, sca): one task each, on the workers."""
+    name = "select-" + tokenize(survey_token(survey), survey.sky)
+    return _stage(select_block, name, "es", views_array(survey), "es", survey.sky, None,
+                  dtype=object, needs=needs, kind="select")
+
+
+def select_block(views: np.ndarray, sky: Sky) -> np.ndarray:
+    """The sources of one (exposure, SCA)."""
+    return _one(sky.select(views.item())).reshape(1, 1)
 
 
 def _tile_chunks(survey: Survey) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -294,26 +324,35 @@ def _tile_chunks(survey: Survey) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return sizes, sizes
 
 
-def expected_cube(survey: Survey, tasks: dict, needs: Needs | None = None) -> da.Array:
+def tiles_array(survey: Survey, tasks: dict) -> da.Array:
+    """The TileTasks (exposure, sca, tile row, tile column), one per chunk."""
+    cy, cx = _tile_chunks(survey)
+    grid = _object_grid((len(survey.exposures), len(survey.scas), len(cy), len(cx)), tasks)
+    return _objects("tiles-" + survey_token(survey), grid)
+
+
+def expected_cube(survey: Survey, tiles: da.Array, needs: Needs | None = None) -> da.Array:
     """Expected counts (exposure, sca, y, x), float64: one GalSim task per tile, from
     its (exposure, SCA)'s selection."""
-    name = "expected-" + tokenize(__version__, repr(survey.config))
-    sname, selection = selection_layer(survey, needs)
-    graph = {(name, *key): (render_tile, task, (sname, *key[:2])) for key, task in tasks.items()}
     cy, cx = _tile_chunks(survey)
-    chunks = ((1,) * len(survey.exposures), (1,) * len(survey.scas), cy, cx)
-    with _annotated(needs, "render"):
-        rendered = MaterializedLayer(graph)
-    hlg = HighLevelGraph({sname: selection, name: rendered}, {sname: set(), name: {sname}})
-    return da.Array(hlg, name, chunks, dtype=np.float64)
+    return _stage(render_block, "expected-" + survey_token(survey), "esyx", tiles, "esyx",
+                  selection(survey, needs), "es", adjust_chunks={"y": cy, "x": cx},
+                  dtype=np.float64, needs=needs, kind="render")
 
 
-def counts_cube(expected: da.Array, tasks: dict, needs: Needs | None = None) -> da.Array:
+def render_block(tile: np.ndarray, selected: np.ndarray) -> np.ndarray:
+    return render_tile(tile.item(), selected.item())
+
+
+def counts_cube(expected: da.Array, tiles: da.Array, needs: Needs | None = None) -> da.Array:
     """The counts product (exposure, sca, y, x), float32: Poisson draws per tile."""
-    name = "counts-" + tokenize(expected.name)
-    graph = {(name, *key): (counts_tile, (expected.name, *key), task)
-             for key, task in tasks.items()}
-    return _graph_array(name, graph, expected.chunks, np.float32, (expected,), needs, "counts")
+    return _stage(counts_block, "counts-" + tokenize(expected.name), "esyx", expected, "esyx",
+                  tiles, "esyx", adjust_chunks=dict(zip("yx", expected.chunks[2:])),
+                  dtype=np.float32, needs=needs, kind="counts")
+
+
+def counts_block(expected: np.ndarray, tile: np.ndarray) -> np.ndarray:
+    return counts_tile(expected, tile.item())
 
 
 def frame_edges(window: int, tile: int) -> list[tuple[int, int]]:
@@ -341,23 +380,34 @@ def model_store(config: Config) -> Path | None:
     return det.model_store or config.output.directory / MODEL_STORE_NAME
 
 
-def model_layer(survey: Survey, needs: Needs | None = None):
+def model_array(survey: Survey, needs: Needs | None = None) -> da.Array | None:
     """One task per SCA that draws its synthetic model into the store (or finds it
-    there) and returns it: ``(layer or None, {SCA index: key})``.  Every L1 and L2
-    tile of the SCA depends on it and reads the model's files."""
+    there) and returns it: an object array (sca,), or None for the models made
+    where they are used.  Every L1 and L2 tile of the SCA depends on it and
+    reads the model's files."""
     cfg = survey.config
     store = model_store(cfg)
     if store is None:
-        return None, {}
-    name = "detmodel-" + tokenize(cfg.seed, repr(cfg.detector), str(store))
-    graph = {(name, isca): (model_task, cfg.seed, sca, cfg.detector, store)
-             for isca, sca in enumerate(survey.scas)}
-    return _layer(name, graph, (), needs, "model"), {key[1]: key for key in graph}
+        return None
+    token = tokenize(cfg.seed, repr(cfg.detector), str(store), tuple(survey.scas))
+    scas = _objects("scas-" + token, _object_grid((len(survey.scas),),
+                                                  dict(enumerate(survey.scas))))
+    return _stage(model_block, "detmodel-" + token, "s", scas, "s", cfg.seed, None,
+                  cfg.detector, None, store, None, dtype=object, needs=needs, kind="model")
+
+
+def model_block(sca: np.ndarray, seed: int, det: DetectorConfig, store: Path) -> np.ndarray:
+    return _one(model_task(seed, sca.item(), det, store))
 
 
 def model_task(seed: int, sca: int, det: DetectorConfig, store: Path):
     """The synthetic model of one SCA, drawn into ``store`` unless it is there."""
     return stored_model(seed, sca, det.window, store)
+
+
+def _model_args(models: da.Array | None) -> tuple:
+    """The blockwise arguments that hand each tile its SCA's model (or None)."""
+    return (models, "s") if models is not None else (None, None)
 
 
 def ramp_cubes(survey: Survey, expected: da.Array, needs: Needs | None = None
@@ -367,12 +417,14 @@ def ramp_cubes(survey: Survey, expected: da.Array, needs: Needs | None = None
     One readout task per (exposure, SCA) (correlated noise, cosmic rays) and
     one detector task per tile of the frame, fed the expected counts padded to
     the frame, rechunked like the tiles and grown by a one-pixel halo
-    (``overlap``) for IPC.  The resultant axis is padded to the longest MA
-    table of the run; ``nresultants`` says how many are real.
+    (``overlap``) for IPC; with persistence, also the block of the same tile
+    in the SCA's previous exposure.  The resultant axis is padded to the
+    longest MA table of the run; ``nresultants`` says how many are real.
     """
     cfg = survey.config
     det = cfg.detector
     window = det.window
+    frame = window + 2 * NBORDER
     nmax = max(e.ma_table.nresultants for e in survey.exposures)
     edges = frame_edges(window, det.tile)
     sizes = tuple(b - a for a, b in edges)
@@ -382,40 +434,43 @@ def ramp_cubes(survey: Survey, expected: da.Array, needs: Needs | None = None
     framed = framed.rechunk({2: sizes, 3: sizes})
     halo = da.overlap.overlap(framed, depth={2: 1, 3: 1}, boundary=0)
     token = tokenize(expected.name, repr(cfg))
-    rname, tname = "readout-" + token, "l1tile-" + token
+    views = views_array(survey)
+    readouts = _stage(readout_block, "readout-" + token, "es", views, "es", cfg.seed, None,
+                      det, None, dtype=object, needs=needs, kind="readout")
     previous = previous_exposures(cfg) if det.persistence else {}
-    models, model_keys = model_layer(survey, needs)
-    readouts, graph = {}, {}
+    specs = {}
     for ie, exp in enumerate(survey.exposures):
+        gap = previous[ie][1] if ie in previous else None
         for isca, sca in enumerate(survey.scas):
-            readouts[(rname, ie, isca)] = (readout_task, cfg.seed, exp.id, sca, det,
-                                           exp.ma_table)
-            prev = previous.get(ie)
             for ty, rows in enumerate(edges):
                 for tx, cols in enumerate(edges):
-                    spec = L1Tile(cfg.seed, exp.id, sca, ty * len(edges) + tx, rows, cols, window,
-                                  exp.ma_table, nmax, prev[1] if prev else None)
-                    graph[(tname, ie, isca, ty, tx)] = (
-                        l1_task, spec, det, (halo.name, ie, isca, ty, tx), (rname, ie, isca),
-                        (halo.name, prev[0], isca, ty, tx) if prev else None,
-                        model_keys.get(isca))
-    readout = _layer(rname, readouts, (), needs, "readout")
-    extra = (models,) if models is not None else ()
-    tiles = _layer(tname, graph, (halo, readout) + extra, needs, "l1_tile")
-    lead = ((1,) * len(survey.exposures), (1,) * len(survey.scas), (nmax,))
-    out = {}
-    for index, (var, dtype) in enumerate((("ramps", np.uint16), ("groupdq", np.uint8))):
-        name = f"{var}-{token}"
-        layer = {(name, ie, isca, 0, ty, tx): (operator.getitem, (tname, ie, isca, ty, tx), index)
-                 for (_, ie, isca, ty, tx) in graph}
-        out[var] = _graph_array(name, layer, lead + (sizes, sizes), dtype, (tiles,))
-    name = "amp33-" + token
-    layer = {(name, ie, isca, 0, ty, 0): (amp33_rows, (rname, ie, isca), rows, nmax)
-             for ie in range(len(survey.exposures)) for isca in range(len(survey.scas))
-             for ty, rows in enumerate(edges)}
-    out["amp33"] = _graph_array(name, layer, lead + (sizes, (CHANNEL_WIDTH,)), np.uint16,
-                                (readout,))
-    return out
+                    specs[ie, isca, ty, tx] = L1Tile(cfg.seed, exp.id, sca, ty * len(edges) + tx,
+                                                     rows, cols, window, exp.ma_table, nmax, gap)
+    grid = _object_grid((len(survey.exposures), len(survey.scas), len(edges), len(edges)), specs)
+    # persistence: each tile's block of the SCA's previous exposure (an exposure
+    # without one gets its own, unused: its L1Tile has no gap)
+    if det.persistence:
+        before = np.array([previous[ie][0] if ie in previous else ie
+                           for ie in range(len(survey.exposures))])
+        prior = (halo[before], "esyx")
+    else:
+        prior = (None, None)
+    packed = _stage(l1_block, "l1tile-" + token, "eskryx", _objects("l1spec-" + token, grid),
+                    "esyx", halo, "esyx", readouts, "es", *prior, *_model_args(model_array(
+                        survey, needs)), det, None, new_axes={"k": 2, "r": nmax},
+                    adjust_chunks={"y": sizes, "x": sizes}, dtype=np.uint16, needs=needs,
+                    kind="l1_tile")
+    amp33 = _stage(amp33_block, "amp33-" + token, "esrya", readouts, "es", nmax, None,
+                   frame, None, new_axes={"r": nmax, "y": frame, "a": CHANNEL_WIDTH},
+                   dtype=np.uint16)
+    return {"ramps": packed[:, :, 0], "groupdq": packed[:, :, 1].astype(np.uint8),
+            "amp33": amp33.rechunk({3: sizes})}
+
+
+def readout_block(views: np.ndarray, seed: int, det: DetectorConfig) -> np.ndarray:
+    view = views.item()
+    exp = view.exposure
+    return _one(readout_task(seed, exp.id, view.sca, det, exp.ma_table)).reshape(1, 1)
 
 
 def readout_task(seed: int, exposure: int, sca: int, det: DetectorConfig, ma_table) -> Readout:
@@ -423,6 +478,19 @@ def readout_task(seed: int, exposure: int, sca: int, det: DetectorConfig, ma_tab
     model = detector_model(det, seed, sca)
     return make_readout(model, ma_table, rng.generator(seed, "readout", exposure, sca),
                         det.cosmic_ray_flux)
+
+
+def l1_block(spec: np.ndarray, halo: np.ndarray, readout: np.ndarray,
+             previous: np.ndarray | None, model: np.ndarray | None,
+             det: DetectorConfig) -> np.ndarray:
+    """:func:`l1_task` of one tile, its resultants and group DQ packed as one uint16
+    array (1, 1, 2, resultant, y, x)."""
+    spec = spec.item()
+    if spec.persistence_gap is None:
+        previous = None
+    data, dq = l1_task(spec, det, halo, readout.item(), previous,
+                       None if model is None else model.item())
+    return np.stack([data, dq.astype(np.uint16)], axis=2)
 
 
 def l1_task(spec: L1Tile, det: DetectorConfig, halo: np.ndarray, readout: Readout,
@@ -434,6 +502,10 @@ def l1_task(spec: L1Tile, det: DetectorConfig, halo: np.ndarray, readout: Readou
     data, dq = simulate_tile(spec, model, halo[0, 0], readout,
                              None if previous is None else previous[0, 0])
     return data[None, None], dq[None, None]
+
+
+def amp33_block(readout: np.ndarray, nmax: int, frame: int) -> np.ndarray:
+    return amp33_rows(readout.item(), (0, frame), nmax)
 
 
 def amp33_rows(readout: Readout, rows: tuple[int, int], nmax: int) -> np.ndarray:
@@ -484,38 +556,33 @@ def l2_cubes(survey: Survey, cubes: dict[str, da.Array], needs: Needs | None = N
     halo = da.overlap.overlap(ramps, depth=depth, boundary=0)
     ghalo = da.overlap.overlap(groupdq, depth=depth, boundary=0)
     token = tokenize(ramps.name, repr(cfg))
-    refname, calname = "refpix-" + token, "caltile-" + token
-    options = cfg.calibration.options()
-    models, model_keys = model_layer(survey, needs)
-    references, graph = {}, {}
-    for ie, exp in enumerate(survey.exposures):
-        for isca, sca in enumerate(survey.scas):
-            references[(refname, ie, isca)] = (
-                reference_task, cfg.seed, sca, det, exp.ma_table,
-                (ref_rows.name, ie, isca, 0, 0, 0), (amp33_full.name, ie, isca, 0, 0, 0),
-                model_keys.get(isca))
-            view = survey.views[ie * len(survey.scas) + isca]
-            for ty, rows in enumerate(edges):
-                for tx, cols in enumerate(edges):
-                    graph[(calname, ie, isca, ty, tx)] = (
-                        calibrate_task, cfg.seed, sca, det, exp.ma_table, options, rows, cols,
-                        view, (halo.name, ie, isca, 0, ty, tx), (ghalo.name, ie, isca, 0, ty, tx),
-                        (refname, ie, isca), model_keys.get(isca))
-    extra = (models,) if models is not None else ()
-    reference = _layer(refname, references, (ref_rows, amp33_full) + extra, needs, "reference")
-    tiles = _layer(calname, graph, (halo, ghalo, reference) + extra, needs, "calibrate")
-    lead = ((1,) * len(survey.exposures), (1,) * len(survey.scas))
+    views = views_array(survey)
+    models = _model_args(model_array(survey, needs))
+    references = _stage(reference_block, "refpix-" + token, "es", views, "es", ref_rows,
+                        "esrab", amp33_full, "escde", *models, cfg.seed, None, det, None,
+                        dtype=object, needs=needs, kind="reference")
+    grid = _object_grid((len(edges), len(edges)),
+                        {(ty, tx): (rows, cols) for ty, rows in enumerate(edges)
+                         for tx, cols in enumerate(edges)})
+    calibrated = _stage(calibrate_block, "caltile-" + token, "eskyx", views, "es",
+                        _objects("caledges-" + token, grid), "yx", halo, "esryx", ghalo,
+                        "esryx", references, "es", *models, cfg.seed, None, det, None,
+                        cfg.calibration.options(), None, new_axes={"k": len(OUTPUTS)},
+                        adjust_chunks={"y": sizes, "x": sizes}, dtype=np.float64,
+                        needs=needs, kind="calibrate")
     cy, cx = _tile_chunks(survey)
-    out = {}
-    for index, var in enumerate(OUTPUTS):
-        name = f"l2{var}-{token}"
-        layer = {(name, ie, isca, ty, tx): (_l2_part, (calname, ie, isca, ty, tx), index)
-                 for (_, ie, isca, ty, tx) in graph}
-        dtype = np.uint32 if var == "dq" else np.float32
-        framed = _graph_array(name, layer, lead + (sizes, sizes), dtype, (tiles,))
-        out[var] = framed[:, :, NBORDER:n - NBORDER, NBORDER:n - NBORDER].rechunk(
-            {2: cy, 3: cx})
-    return out
+    inner = slice(NBORDER, n - NBORDER)
+    return {var: calibrated[:, :, index, inner, inner].astype(
+                np.uint32 if var == "dq" else np.float32).rechunk({2: cy, 3: cx})
+            for index, var in enumerate(OUTPUTS)}
+
+
+def reference_block(views: np.ndarray, ref_rows: np.ndarray, amp33: np.ndarray,
+                    model: np.ndarray | None, seed: int, det: DetectorConfig) -> np.ndarray:
+    view = views.item()
+    reference = reference_task(seed, view.sca, det, view.exposure.ma_table, ref_rows, amp33,
+                               None if model is None else model.item())
+    return _one(reference).reshape(1, 1)
 
 
 def reference_task(seed: int, sca: int, det: DetectorConfig, ma_table, ref_rows: np.ndarray,
@@ -527,6 +594,18 @@ def reference_task(seed: int, sca: int, det: DetectorConfig, ma_table, ref_rows:
     if model is None:
         model = detector_model(det, seed, sca)
     return exposure_reference(model, ma_table, ref_rows[0, 0, :nres], amp33[0, 0, :nres])
+
+
+def calibrate_block(views: np.ndarray, edges: np.ndarray, halo: np.ndarray, ghalo: np.ndarray,
+                    reference: np.ndarray, model: np.ndarray | None, seed: int,
+                    det: DetectorConfig, options) -> np.ndarray:
+    """:func:`calibrate_task` of one frame tile, shaped (1, 1, output, y, x)."""
+    view = views.item()
+    rows, cols = edges.item()
+    result = calibrate_task(seed, view.sca, det, view.exposure.ma_table, options, rows, cols,
+                            view, halo, ghalo, reference.item(),
+                            None if model is None else model.item())
+    return result[None, None]
 
 
 def calibrate_task(seed: int, sca: int, det: DetectorConfig, ma_table, options, rows, cols,
@@ -608,11 +687,12 @@ def wcs_block(view: SCAView) -> np.ndarray:
 
 def wcs_cube(survey: Survey) -> da.Array:
     """The windows' FITS WCS headers (exposure, sca): one task per window."""
-    name = "fitswcs-" + tokenize(__version__, repr(survey.config))
-    nsca = len(survey.scas)
-    graph = {(name, *divmod(k, nsca)): (wcs_block, view) for k, view in enumerate(survey.views)}
-    chunks = ((1,) * len(survey.exposures), (1,) * nsca)
-    return _graph_array(name, graph, chunks, np.dtypes.StringDType())
+    return _stage(wcs_view_block, "fitswcs-" + survey_token(survey), "es", views_array(survey),
+                  "es", dtype=np.dtypes.StringDType())
+
+
+def wcs_view_block(views: np.ndarray) -> np.ndarray:
+    return wcs_block(views.item())
 
 
 def file_record(det: DetectorConfig, seed: int, fits_wcs: str) -> dict:
@@ -707,13 +787,14 @@ def fits_file(arrays: dict, view: SCAView, det: DetectorConfig, seed: int, truth
                          fits_cards(view.exposure.filter, view.sca, fitter), layout)
 
 
-def _write_file(written, sources: dict, kind: str, task: Callable, store_path: Path, ie: int,
+def _write_file(selected: np.ndarray, kind: str, task: Callable, store_path: Path, ie: int,
                 isca: int, view: SCAView, det: DetectorConfig, seed: int, visit: dict,
-                directory: Path):
+                directory: Path, *written):
     """Write one file of an (exposure, SCA) from its chunks in the store, once
-    ``written`` (those chunks) is done, with the truth of its ``sources``."""
+    ``written`` (those chunks' writes) is done, with the truth of its sources
+    (``selected``, their chunk of :func:`selection`)."""
     return task(image_arrays(store_path, ie, isca, FILE_READS[kind]), view, det, seed,
-                image_truth(view, sources), visit, directory)
+                image_truth(view, selected.item()), visit, directory)
 
 
 def finish_image(progress: Progress, ie: int, isca: int, view: SCAView, sources: dict | None,
@@ -726,6 +807,13 @@ def finish_image(progress: Progress, ie: int, isca: int, view: SCAView, sources:
     progress.write_truth(ie, isca, image_truth(view, sources))
     progress.mark(ie, isca)
     return len(sources["id"])
+
+
+def _finish_selected(progress: Progress, ie: int, isca: int, view: SCAView,
+                     selected: np.ndarray | None, *written) -> int:
+    """:func:`finish_image` of the sources in ``selected`` (their chunk of
+    :func:`selection`; None: no truth product)."""
+    return finish_image(progress, ie, isca, view, None if selected is None else selected.item())
 
 
 #: The products made through the store (a cluster and the survey's graph).
@@ -744,35 +832,33 @@ def product_tasks(survey: Survey, ds: xr.Dataset, partial: Path, progress: Progr
     from .export import visits_metadata
 
     cfg = survey.config
-    products = set(cfg.output.products)
     writers = file_writers(cfg)
-    graph, write_layer, write_keys = store.block_writes(
-        ds, partial, needs.annotation("write") if needs else None)
-    token = tokenize(write_layer, pending)
-    files_name, mark_name = "files-" + token, "mark-" + token
-    files, marks = {}, {}
+    writes = store.block_writes(ds, partial, needs.annotation("write") if needs else None)
+    # per chunk, a Delayed of its write; the graph as built (optimising it as an
+    # array would fuse its layers and drop their memory declarations).  The
+    # Delayeds go to the file and marker tasks as arguments of their own: in a
+    # list, each task would materialise the whole graph (and tag it with its
+    # annotations)
+    chunks = [arr.to_delayed(optimize_graph=False) for arr in writes.values()]
+    chunks = [blocks.reshape(blocks.shape[:2] + (-1,)) for blocks in chunks]
+    selected = selection(survey, needs).to_delayed(optimize_graph=False)
+    token = tokenize(*(arr.name for arr in writes.values()), pending)
     visits = visits_metadata(survey.exposures)
-    sname, selection = selection_layer(survey, needs)
-    truth = "truth" in products
+    truth = "truth" in cfg.output.products
+    jobs = []
     for ie, isca in pending:
         view = survey.views[ie * len(survey.scas) + isca]
-        writes = write_keys.get((ie, isca), [])
-        visit = visits[view.exposure.id]
-        keys = []
-        for k, (kind, task, directory) in enumerate(writers):
-            keys.append((files_name, ie, isca, k))
-            files[keys[-1]] = (_write_file, writes, (sname, ie, isca), kind, task, partial, ie,
-                               isca, view, cfg.detector, cfg.seed, visit, directory)
-        marks[(mark_name, ie, isca)] = (finish_image, progress, ie, isca, view,
-                                        (sname, ie, isca) if truth else None, writes, keys)
-    with _annotated(needs, "files"):
-        files_layer = MaterializedLayer(files)
-    layers = {sname: selection, **graph.layers, files_name: files_layer,
-              mark_name: MaterializedLayer(marks)}
-    dependencies = {sname: set(), **graph.dependencies, files_name: {write_layer, sname},
-                    mark_name: {write_layer, files_name, sname}}
-    hlg = HighLevelGraph(layers, dependencies)
-    return [Delayed(key, hlg, layer=mark_name) for key in marks]
+        written = [block for blocks in chunks for block in blocks[ie, isca]]
+        with _annotated(needs, "files"):
+            files = [dask.delayed(_write_file)(
+                selected[ie, isca], kind, task, partial, ie, isca, view, cfg.detector, cfg.seed,
+                visits[view.exposure.id], directory, *written,
+                dask_key_name=f"files-{token}-{ie}-{isca}-{k}")
+                for k, (kind, task, directory) in enumerate(writers)]
+        jobs.append(dask.delayed(_finish_selected)(
+            progress, ie, isca, view, selected[ie, isca] if truth else None, *written, *files,
+            dask_key_name=f"mark-{token}-{ie}-{isca}"))
+    return jobs
 
 
 # --------------------------------------------------------------------------
@@ -926,11 +1012,7 @@ def image_tasks(survey: Survey, ds: xr.Dataset, partial: Path, progress: Progres
     with _annotated(needs, "image"):
         for ie, isca in pending:
             view = survey.views[ie * nsca + isca]
-            b = view.bounds
-            tile = TileTask(cfg.seed, view.exposure.id, view.sca, 0,
-                            (b.xmin, b.xmax, b.ymin, b.ymax), view.wcs,
-                            view.exposure.exposure_time, sky_backgrounds(view, cfg),
-                            psf_key_for(view, cfg), cfg.scene.margin, cfg.scene.poisson)
+            (tile,) = view_tiles(view, cfg).values()
             spec = ImageSpec(ie, isca, view, tile, visits[view.exposure.id])
             jobs.append(dask.delayed(image_task)(spec, job, models.get(isca),
                                                  dask_key_name=f"image-{token}-{ie}-{isca}"))
@@ -1080,9 +1162,10 @@ def survey_dataset(survey: Survey, needs: Needs | None = None
     coords = store.exposure_coords(survey.views, survey.exposures, survey.scas)
     ds = xr.Dataset(coords=coords).merge(store.wcs_dataset(wcs_cube(survey)))
     tasks = tile_tasks(survey)
-    expected = expected_cube(survey, tasks, needs)
+    tiles = tiles_array(survey, tasks)
+    expected = expected_cube(survey, tiles, needs)
     if "counts" in products:
-        ds = ds.merge(store.counts_dataset(counts_cube(expected, tasks, needs)))
+        ds = ds.merge(store.counts_dataset(counts_cube(expected, tiles, needs)))
     if {"ramps", "l1", "l2"} & products:
         cubes = ramp_cubes(survey, expected, needs)
         # the L2 files take their reference-pixel arrays from the stored ramps

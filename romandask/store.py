@@ -83,8 +83,6 @@ import numpy as np
 import xarray as xr
 import zarr
 from dask.base import tokenize
-from dask.core import flatten
-from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from . import shards
 from .errors import InputError
@@ -367,12 +365,7 @@ def store_chunks(name, var: xr.Variable) -> tuple[int, ...]:
 def _metadata_only(var: xr.Variable) -> xr.Variable:
     """``var`` with a one-chunk Dask array that is never computed: what xarray needs
     to write its metadata, without building a graph of all its chunks."""
-    name = "metadata-" + tokenize(var.dims, var.shape, str(var.dtype))
-    key = (name,) + (0,) * var.ndim
-    data = da.Array({key: (np.zeros, (0,), var.dtype)}, name,
-                    tuple((n,) for n in var.shape), dtype=var.dtype,
-                    meta=np.empty((0,) * var.ndim, var.dtype))
-    return var.copy(data=data)
+    return var.copy(data=da.empty(var.shape, chunks=-1, dtype=var.dtype))
 
 
 def write_group(ds: xr.Dataset, path: Path, group: str | None = None, compute: bool = True):
@@ -421,16 +414,15 @@ def create(ds: xr.Dataset, path: Path) -> None:
 
 
 def block_writes(ds: xr.Dataset, path: Path, annotations: dict | None = None
-                 ) -> tuple[HighLevelGraph, str, dict]:
-    """Tasks writing each chunk of ``ds``'s Dask variables into the store at ``path``.
+                 ) -> dict[str, da.Array]:
+    """Tasks writing each chunk of ``ds``'s Dask variables into the store at ``path``:
+    per variable, an array of one flag per chunk (``map_blocks``), each computed
+    by writing its chunk.
 
     The variables lead with (exposure, sca), one chunk each, and their Dask
     chunks are the store's chunks, so no two tasks write the same chunk and a
-    chunk can be written again with the same bytes.  The variables' graphs
-    are optimised together first (as ``dask.array.store`` does, but without
-    low-level fusion, which would drop the layers' resource annotations);
-    ``annotations`` go on the writes.  Returns the graph, the name of its
-    write layer and, per (exposure index, SCA index), the keys of its writes.
+    chunk can be written again with the same bytes.  ``annotations`` go on the
+    writes.
     """
     arrays = {var: value.data for var, value in ds.data_vars.items()
               if isinstance(value.data, da.Array)}
@@ -438,24 +430,22 @@ def block_writes(ds: xr.Dataset, path: Path, annotations: dict | None = None
         if ds[var].dims[:2] != ("exposure", "sca") or arr.chunks[0] != (1,) * arr.shape[0] \
                 or arr.chunks[1] != (1,) * arr.shape[1]:
             raise ValueError(f"{var}: not chunked one (exposure, sca) per chunk")
-    sources = HighLevelGraph.merge(*(arr.__dask_graph__() for arr in arrays.values()))
-    with dask.config.set({"optimization.fuse.active": False}):
-        sources = da.Array.__dask_optimize__(
-            sources, [key for arr in arrays.values() for key in flatten(arr.__dask_keys__())])
-    name = "store-" + tokenize(str(path), *(arr.name for arr in arrays.values()))
-    layer, keys = {}, {}
-    for var, arr in arrays.items():
-        starts = [np.concatenate([[0], np.cumsum(c)]).astype(int) for c in arr.chunks]
-        for index in np.ndindex(*arr.numblocks):
-            region = tuple(slice(int(s[i]), int(s[i + 1])) for s, i in zip(starts, index))
-            key = (name, len(layer))
-            layer[key] = (write_block, str(path / var), region, (arr.name, *index))
-            keys.setdefault(index[:2], []).append(key)
+    out = {}
     with dask.annotate(**(annotations or {})):
-        writes = MaterializedLayer(layer)
-    graph = HighLevelGraph({**sources.layers, name: writes},
-                           {**sources.dependencies, name: set(sources.layers)})
-    return graph, name, keys
+        for var, arr in arrays.items():
+            out[var] = da.map_blocks(
+                _write_chunk, arr, str(path / var),
+                name="store-" + tokenize(str(path), arr.name),
+                chunks=tuple((1,) * n for n in arr.numblocks),
+                meta=np.empty((0,) * arr.ndim, dtype=bool))
+    return out
+
+
+def _write_chunk(block: np.ndarray, array_path: str, block_info=None) -> np.ndarray:
+    """Write one chunk where ``block_info`` places it; a flag, shaped one per chunk."""
+    region = tuple(slice(lo, hi) for lo, hi in block_info[0]["array-location"])
+    write_block(array_path, region, block)
+    return np.ones((1,) * block.ndim, dtype=bool)
 
 
 def write_block(array_path: str, region: tuple[slice, ...], block: np.ndarray) -> None:

@@ -165,17 +165,17 @@ def test_a_store_that_cannot_be_written_is_one_line(tmp_path):
 # --------------------------------------------------------------------------
 
 def test_every_tile_of_an_sca_depends_on_its_one_model_task(make_config):
-    from romandask.pipeline import (model_layer, prepare, survey_dataset, task_needs)
+    from romandask.pipeline import model_array, prepare, survey_dataset, task_needs
 
     config, _ = make_config()
     survey = prepare(config)
     needs = task_needs(survey)
     ds, _, _ = survey_dataset(survey, needs)
     graph = ds["l2_data"].data.__dask_graph__()
-    layer, keys = model_layer(survey)
-    assert sorted(keys) == [0, 1] and all(key[0].startswith("detmodel-") for key in keys.values())
-    name = keys[0][0]
+    name = model_array(survey).name
+    assert name.startswith("detmodel-")
     assert graph.layers[name].annotations["resources"]["MEMORY"] == needs.model
+    keys = {0: (name, 0), 1: (name, 1)}
     tasks = graph.to_dict()
     for prefix in ("l1tile-", "caltile-", "refpix-"):
         users = [(k, v) for k, v in tasks.items() if isinstance(k, tuple)
