@@ -1091,6 +1091,18 @@ def check_outputs(config: Config) -> bool:
     return False
 
 
+def check_catalog(survey: Survey, client, say: Callable[[str], None]) -> None:
+    """Read and validate the pixel files of a partitioned catalog that the survey
+    needs, on ``client``'s workers, before anything is written
+    (:meth:`~romandask.scene.sources.Sky.check_values`)."""
+    from .cluster import compute
+
+    t0 = time.perf_counter()
+    files = survey.sky.check_values(survey.views, lambda jobs: compute(jobs, client, False))
+    if files:
+        say(f"catalog: {files} pixel files read and checked [{time.perf_counter() - t0:.1f} s]")
+
+
 def check_model_store(config: Config) -> None:
     """Fail early on a configured ``detector.model_store`` that cannot be written."""
     store = config.detector.model_store
@@ -1348,6 +1360,8 @@ def run(config: Config, say: Callable[[str], None] = print) -> dict[str, Path]:
     with dask_client(config.cluster, say) if in_store else contextlib.nullcontext() as client:
         if in_store and config.cluster.type == "address":  # what its workers offer
             needs = memory_declarations(survey, client, say)
+        if in_store:
+            check_catalog(survey, client, say)
         if not resume:
             clear_outputs(config)
         config.output.directory.mkdir(parents=True, exist_ok=True)

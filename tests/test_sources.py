@@ -189,3 +189,34 @@ def test_partitioned_pixel_without_a_flux_column_is_refused_before_the_run(make_
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and f"pixel_{pixel}.parquet" in err and "F158" in err
     assert not config.output.directory.exists()
+
+
+def test_a_bad_value_in_a_partitioned_pixel_is_refused_before_anything_is_written(
+        make_config, tmp_path, capsys):
+    from romandask.scene.catalog import synthesize_catalog
+    from romandask.scene.healpix import PartitionedCatalog, write_partitioned
+
+    cat = synthesize_catalog(9.70, -44.0, 0.5, np.random.default_rng(1))
+    parts = write_partitioned(cat, tmp_path / "parts", 64)
+    config, path = make_config({"catalog": {"synthetic": None, "file": str(parts)},
+                                "detector": {"window": 32, "tile": 32},
+                                "output": {"products": ["counts", "truth"]}})
+    assert cli.main(["run", str(path)]) == 0
+    out = config.output.directory
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert before
+    # a NaN flux in a pixel that only the survey's last image reads
+    survey = prepare(config)
+    counts = PartitionedCatalog(parts).counts
+    first = {int(p) for v in survey.views[:-1] for p in survey.sky.pixels(v)}
+    last = [int(p) for p in survey.sky.pixels(survey.views[-1]) if int(p) in counts]
+    pixel = next((p for p in last if p not in first), last[-1])
+    table = Table.read(parts / f"pixel_{pixel}.parquet")
+    table["F158"][0] = np.nan
+    table.write(parts / f"pixel_{pixel}.parquet", overwrite=True)
+    capsys.readouterr()
+    assert cli.main(["run", str(path), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"pixel_{pixel}.parquet" in err and "F158" in err
+    # the finished run it would have replaced is as it was
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before

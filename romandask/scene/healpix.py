@@ -259,6 +259,10 @@ class PartitionedCatalog:
         return (f"PartitionedCatalog({str(self.directory)!r}, nside={self.nside}, "
                 f"{len(self.counts)} pixels, {self.rows} rows)")
 
+    def pixel_path(self, pixel: int) -> Path:
+        """The file of one pixel."""
+        return self.directory / f"pixel_{int(pixel)}.parquet"
+
     def pixels_for(self, pixels_at_nside: np.ndarray, nside: int) -> np.ndarray:
         """This catalog's pixels that overlap the given pixels of another nside."""
         pixels_at_nside = np.unique(np.asarray(pixels_at_nside, np.int64))
@@ -282,7 +286,7 @@ class PartitionedCatalog:
 
         needed = ("id", *REQUIRED_COLUMNS, *_check_filter_names(filters))
         for p in sorted({int(p) for p in pixels} & set(self.counts)):
-            path = self.directory / f"pixel_{p}.parquet"
+            path = self.pixel_path(p)
             try:
                 names = set(pq.read_schema(path).names)
             except Exception as exc:  # noqa: BLE001  (pyarrow raises many kinds)
@@ -302,7 +306,7 @@ class PartitionedCatalog:
         Each pixel's file must give its sources' ids: a pixel read on its own
         cannot number its rows uniquely over the catalog.
         """
-        path = self.directory / f"pixel_{int(pixel)}.parquet"
+        path = self.pixel_path(pixel)
         table = self._read_file(path)
         if "id" not in table.colnames:
             raise InputError(f"catalog {path}", "has no 'id' column",
@@ -325,7 +329,7 @@ class PartitionedCatalog:
         wanted = sorted(int(p) for p in set(int(p) for p in pixels) if int(p) in self.counts)
         tables = []
         for p in wanted:
-            tables.append(self._read_file(self.directory / f"pixel_{p}.parquet"))
+            tables.append(self._read_file(self.pixel_path(p)))
         if not tables:
             empty = Table.read(next(self.directory.glob("pixel_*.parquet")), format="parquet")
             return validate_catalog(empty[:0], filters, f"catalog {self.directory}")

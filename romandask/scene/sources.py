@@ -77,7 +77,7 @@ class Sky:
         A catalog file is read and validated here once, so that a bad catalog
         is refused before a run starts; of a partitioned catalog, the index and
         the columns of the pixel files the footprint needs (their values are
-        checked as each task reads them).
+        checked before a run starts by :meth:`check_values`, on the workers).
         """
         from .catalog import read_catalog
 
@@ -161,8 +161,11 @@ class Sky:
         return _whole_index(self, stamp)
 
     def pixel_index(self, pixel: int) -> CatalogIndex | None:
-        """The indexed rows of one pixel (None: a partitioned catalog without it)."""
-        key = (self, pixel)
+        """The indexed rows of one pixel (None: a partitioned catalog without it).
+
+        A pixel file is read again when it changes (a long-lived process, a
+        notebook)."""
+        key = (self, pixel, self._pixel_stamp(pixel))
         with _LOCK:
             if key in _PIXELS:
                 _PIXELS.move_to_end(key)
@@ -180,6 +183,15 @@ class Sky:
                 _, (_, old) = _PIXELS.popitem(last=False)
                 _PIXEL_BYTES -= old
         return index
+
+    def _pixel_stamp(self, pixel: int):
+        if self.kind != "partitioned":
+            return None
+        try:
+            stat = os.stat(_partitioned(self.path).pixel_path(pixel))
+        except OSError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size)
 
     def _read_pixel(self, pixel: int) -> CatalogIndex | None:
         if self.kind == "healpix":
@@ -205,6 +217,23 @@ class Sky:
         dec = [np.asarray(index.catalog["dec"], float) for index in found]
         return (np.concatenate(ra), np.concatenate(dec)) if found else (np.zeros(0),
                                                                         np.zeros(0))
+
+    def check_values(self, views, compute) -> int:
+        """Read and validate, as tasks, every pixel file of a partitioned catalog that
+        ``views`` need, so that a bad value is refused before a run writes
+        anything (InputError, naming the file).  ``compute`` runs a list of
+        ``dask.delayed`` tasks (on the run's workers, whose caches then hold
+        the pixels).  Returns the number of files read (0 for the other skies:
+        a catalog file is validated whole when the sky is made, and the
+        synthetic sky is valid by construction)."""
+        if self.kind != "partitioned" or not views:
+            return 0
+        import dask
+
+        counts = _partitioned(self.path).counts
+        pixels = sorted({int(p) for v in views for p in self.pixels(v)} & set(counts))
+        compute([dask.delayed(_pixel_rows, pure=True)(self, p) for p in pixels])
+        return len(pixels)
 
     def rows(self, pixels) -> int:
         """Sources in ``pixels`` (a partitioned catalog: from its index, no reading)."""
@@ -239,6 +268,12 @@ def _index_bytes(index: CatalogIndex) -> int:
     table = index.catalog
     return int(sum(np.asarray(table[c]).nbytes for c in table.colnames)
                + index.xyz.nbytes + index._order.nbytes + index._pixels.nbytes)
+
+
+def _pixel_rows(sky: Sky, pixel: int) -> int:
+    """Read (and validate) one pixel of ``sky`` into this process's cache; its rows."""
+    index = sky.pixel_index(pixel)
+    return 0 if index is None else len(index)
 
 
 @functools.lru_cache(maxsize=2)
