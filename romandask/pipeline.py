@@ -463,8 +463,21 @@ def ramp_cubes(survey: Survey, expected: da.Array, needs: Needs | None = None
     amp33 = _stage(amp33_block, "amp33-" + token, "esrya", readouts, "es", nmax, None,
                    frame, None, new_axes={"r": nmax, "y": frame, "a": CHANNEL_WIDTH},
                    dtype=np.uint16)
-    return {"ramps": packed[:, :, 0], "groupdq": packed[:, :, 1].astype(np.uint8),
+    return {"ramps": _part(packed, 0, np.uint16, "ramps"),
+            "groupdq": _part(packed, 1, np.uint8, "groupdq"),
             "amp33": amp33.rechunk({3: sizes})}
+
+
+def _part(packed: da.Array, index: int, dtype, label: str) -> da.Array:
+    """One of the arrays packed along axis 2 of ``packed``, as ``dtype`` (one task a
+    chunk), named ``label``."""
+    return packed.map_blocks(_take, index, dtype, drop_axis=2,
+                             name=f"{label}-{tokenize(packed.name, index)}",
+                             meta=np.empty((0,) * (packed.ndim - 1), dtype=dtype))
+
+
+def _take(block: np.ndarray, index: int, dtype) -> np.ndarray:
+    return block[:, :, index].astype(dtype)
 
 
 def readout_block(views: np.ndarray, seed: int, det: DetectorConfig) -> np.ndarray:
@@ -572,9 +585,11 @@ def l2_cubes(survey: Survey, cubes: dict[str, da.Array], needs: Needs | None = N
                         needs=needs, kind="calibrate")
     cy, cx = _tile_chunks(survey)
     inner = slice(NBORDER, n - NBORDER)
-    return {var: calibrated[:, :, index, inner, inner].astype(
-                np.uint32 if var == "dq" else np.float32).rechunk({2: cy, 3: cx})
-            for index, var in enumerate(OUTPUTS)}
+    out = {}
+    for index, var in enumerate(OUTPUTS):
+        part = _part(calibrated, index, np.uint32 if var == "dq" else np.float32, f"l2{var}")
+        out[var] = part[:, :, inner, inner].rechunk({2: cy, 3: cx})
+    return out
 
 
 def reference_block(views: np.ndarray, ref_rows: np.ndarray, amp33: np.ndarray,
