@@ -27,6 +27,12 @@
 8. the truth group: one task per chunk of its rows gathers them from the
    (exposure, SCA) pieces into the store.
 
+Steps 3-6 are Dask arrays, one task per chunk (``da.blockwise``, ``map_blocks``,
+``overlap``), and the store's chunk writes ``map_blocks`` over them; the file
+and marker tasks of step 7 are ``dask.delayed``.  No stage builds its graph
+by hand: it stays unmaterialised until the scheduler asks for it, and every
+heavy layer declares the memory its tasks need.
+
 Where an (exposure, SCA)'s frame is one tile (its window fits in
 ``detector.tile``) and persistence is off, steps 3-7 of it are one task
 instead (:func:`image_task`, built with ``dask.delayed``): the same stages
