@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -30,32 +29,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_scale import pointing_table  # noqa: E402  (the same pointings)
-
-
-def _cpu_self() -> float:
-    t = resource.getrusage(resource.RUSAGE_SELF)
-    return t.ru_utime + t.ru_stime
-
-
-def _peak_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 ** 2
+from bench_scale import EVERY_PRODUCT, _cpu_self, _peak_gb  # noqa: E402
+from bench_scale import config_for as scale_config  # noqa: E402  (the same pointings)
 
 
 def config_for(tmp: Path, n: int) -> dict:
-    table = tmp / f"pointings-{n}.ecsv"
-    if not table.exists():
-        pointing_table(table, n)
-    return {
-        "seed": 2027,
-        "survey": {"pointings": str(table)},
-        "catalog": {"synthetic": {"partition": "healpix"}},
-        "detector": {"window": 4088, "tile": 1022},
-        "output": {"directory": str(tmp / f"out-{n}"),
-                   "products": ["counts", "truth", "ramps", "l1", "l2", "fits"]},
-        "cluster": {"type": "local", "n_workers": 2, "threads_per_worker": 1,
-                    "memory_limit": "12GiB", "progress": False},
-    }
+    """bench_scale's survey of ``n`` exposures, of full SCAs, every product."""
+    config = scale_config(tmp, n, EVERY_PRODUCT)
+    config["detector"] = {"window": 4088, "tile": 1022}
+    config["cluster"]["memory_limit"] = "12GiB"
+    return config
 
 
 def child(n: int, tmp: Path) -> dict:
