@@ -205,7 +205,7 @@ def test_a_bad_value_in_a_partitioned_pixel_is_refused_before_anything_is_writte
     out = config.output.directory
     before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     assert before
-    # a NaN flux in a pixel that only the survey's last image reads
+    # a NaN flux in a pixel the survey's last image reads (one no other image reads, if any)
     survey = prepare(config)
     counts = PartitionedCatalog(parts).counts
     first = {int(p) for v in survey.views[:-1] for p in survey.sky.pixels(v)}
