@@ -26,7 +26,7 @@ import numpy as np
 
 from .detector.reference import CHANNEL_WIDTH, NBORDER
 from .detector.stored import entry_bytes
-from .pipeline import STORE_PRODUCTS, Survey, TileTask, model_store, tile_tasks
+from .pipeline import STORE_PRODUCTS, Survey, TileTask, fused, model_store, view_tiles
 from .scene.psf import psf_model
 from .scene.render import render_counts
 
@@ -300,9 +300,9 @@ def plan(survey: Survey, measure: bool = True, show_rows: int = 200) -> str:
     sample (and labelled so).
     """
     cfg = survey.config
-    tasks = tile_tasks(survey)
     nviews = len(survey.views)
-    tiles_per_view = len(tasks) // max(nviews, 1)
+    # every image has the same tiles (the window and the tile size set them)
+    tiles_per_view = len(view_tiles(survey.views[0], cfg)) if nviews else 0
     sampled = sample_images(nviews)
     shown = list(range(min(show_rows, nviews)))
     selected = {k: survey.sky.select(survey.views[k]) for k in sorted(set(sampled + shown))}
@@ -334,10 +334,8 @@ def plan(survey: Survey, measure: bool = True, show_rows: int = 200) -> str:
     lines += catalog_lines(survey, sampled)
     per_image, per_sca, shared = graph_tasks(survey)
     n_tasks = per_image * len(survey.views) + per_sca * len(survey.scas) + shared
-    from .pipeline import fused
-
     what = ("each image one task, all of its stages" if fused(cfg) else
-            f"{len(tasks)} of them render counts tiles")
+            f"{tiles_per_view * nviews} of them render counts tiles")
     lines.append(f"dask tasks: {n_tasks} ({per_image} per (exposure, SCA) image"
                  + (f", {per_sca} per SCA" if per_sca else "")
                  + (f", {shared} shared" if shared else "") + f"; {what})")
@@ -353,12 +351,12 @@ def plan(survey: Survey, measure: bool = True, show_rows: int = 200) -> str:
         lines.append(f"detector model store: {_human(per_sca)} per SCA, "
                      f"{_human(per_sca * len(survey.scas))} in {store} ({kept})")
     lines += region_lines(cfg)
-    if measure and tasks:
+    if measure and nviews:
         busiest = max(selected, key=lambda k: len(selected[k]["id"]))
-        task = tasks[(*divmod(busiest, len(survey.scas)), 0, 0)]
+        task = view_tiles(survey.views[busiest], cfg)[0, 0]
         cost = measure_cost(task, task.sources(selected[busiest]))
         pixels = len(survey.views) * cfg.detector.window ** 2
-        psf_models = len({(t.psf.sca, t.psf.filter) for t in tasks.values()})
+        psf_models = len({(v.sca, v.exposure.filter) for v in survey.views})
         workers = cfg.cluster.n_workers
         builds = psf_models * min(workers, len(survey.exposures))
         core_s = builds * cost.psf_build + pixels * cost.per_pixel + n_render * cost.per_source
