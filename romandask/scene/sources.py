@@ -91,8 +91,7 @@ class Sky:
                 catalog = PartitionedCatalog(path)
                 sky = cls("partitioned", filters, margin, path=str(path), nside=catalog.nside)
                 # the columns of every pixel file the run reads, before it starts
-                catalog.check_columns(np.unique(np.concatenate(
-                    [sky.pixels(v) for v in views])) if views else [], filters)
+                catalog.check_columns(sky.footprint_pixels(views), filters)
                 return sky
             read_catalog(path, filters)  # refused here, not on a worker
             return cls("file", filters, margin, path=str(path))
@@ -136,6 +135,12 @@ class Sky:
         from .healpix import pixels_near
 
         return pixels_near(*view.corners(), margin_radius_deg(self.margin), self.nside)
+
+    def footprint_pixels(self, views) -> np.ndarray:
+        """The pixels that may hold a source of any of ``views``, in order."""
+        if not views:
+            return np.zeros(0, np.int64)
+        return np.unique(np.concatenate([self.pixels(v) for v in views]))
 
     def select(self, view) -> dict[str, np.ndarray]:
         """The sources of ``view`` (:func:`~romandask.scene.select.select_sources`)."""
@@ -210,8 +215,8 @@ class Sky:
         if not self.partitioned:
             catalog = self._whole().catalog
             return np.asarray(catalog["ra"], float), np.asarray(catalog["dec"], float)
-        pixels = np.unique(np.concatenate([self.pixels(v) for v in views])) if views else []
-        found = [index for index in (self.pixel_index(int(p)) for p in pixels)
+        found = [index for index in (self.pixel_index(int(p))
+                                     for p in self.footprint_pixels(views))
                  if index is not None]
         ra = [np.asarray(index.catalog["ra"], float) for index in found]
         dec = [np.asarray(index.catalog["dec"], float) for index in found]
@@ -231,7 +236,7 @@ class Sky:
         import dask
 
         counts = _partitioned(self.path).counts
-        pixels = sorted({int(p) for v in views for p in self.pixels(v)} & set(counts))
+        pixels = [int(p) for p in self.footprint_pixels(views) if int(p) in counts]
         compute([dask.delayed(_pixel_rows, pure=True)(self, p) for p in pixels])
         return len(pixels)
 
